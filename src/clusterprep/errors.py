@@ -1,0 +1,39 @@
+"""Errors a user can act on.
+
+Every exception here carries a message that says what failed and what to do next; the CLI
+prints it and exits with status 2. Failures of single nodes are not exceptions: they are data
+(`NodeError` in `fleet.transport`), because one node failing must not stop the others.
+"""
+
+from __future__ import annotations
+
+
+class ClusterprepError(Exception):
+    """Base class: a problem with the user's input or setup, reported without a traceback."""
+
+
+class InventoryError(ClusterprepError):
+    """A nodes file or hostlist that cannot be used.
+
+    Attributes:
+        source: the file (or "hostlist" / "$CLUSTERPREP_NODES") the problem is in.
+        line: the 1-based line number, when the problem is on one line.
+    """
+
+    def __init__(self, source: str, message: str, line: int | None = None) -> None:
+        self.source = source
+        self.line = line
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {message}")
+
+
+class SshConfigError(ClusterprepError):
+    """OpenSSH could not resolve a host's settings (`ssh -G` failed)."""
+
+    def __init__(self, host: str, detail: str) -> None:
+        self.host = host
+        super().__init__(f"cannot resolve ssh settings for {host!r}: {detail}")
+
+
+class UsageError(ClusterprepError):
+    """A command-line option with a value that cannot work."""

@@ -1,0 +1,15 @@
+"""Reaching nodes: one Transport per node (SSH or local), driven together by the Fleet."""
+
+from clusterprep.fleet.fleet import Fleet, FleetResult, ProbeResult
+from clusterprep.fleet.ssh import HOST_KEY_POLICIES, SshOptions
+from clusterprep.fleet.transport import CommandResult, NodeError
+
+__all__ = [
+    "HOST_KEY_POLICIES",
+    "CommandResult",
+    "Fleet",
+    "FleetResult",
+    "NodeError",
+    "ProbeResult",
+    "SshOptions",
+]

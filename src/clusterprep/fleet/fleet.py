@@ -1,0 +1,213 @@
+"""The Fleet: one live connection per node, and commands or probes run on all nodes at once.
+
+Connections open lazily, once per invocation, and every later command reuses them. A node that
+cannot be reached is remembered as such for the rest of the invocation (one connect timeout, not
+one per step). Results come back in inventory order, head first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from clusterprep import probes
+from clusterprep.fleet.local import LocalTransport
+from clusterprep.fleet.ssh import SshConnector, SshOptions, SshTransport
+from clusterprep.fleet.sshconfig import ssh_available
+from clusterprep.fleet.transport import (
+    INTERRUPTED,
+    CommandResult,
+    NodeError,
+    NodeUnreachable,
+    OutputCallback,
+    Transport,
+)
+from clusterprep.inventory import Inventory, Node, is_this_machine
+
+PROBE_FAILED = "probe-failed"
+
+
+@dataclass
+class FleetResult:
+    """One command's results on many nodes, in inventory order."""
+
+    results: list[CommandResult]
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(r.ok for r in self.results)
+
+
+@dataclass
+class ProbeResult:
+    """A probe script's answer on one node: its JSON object, or why there is none."""
+
+    node: str
+    data: dict[str, Any] | None
+    command: CommandResult
+    error: NodeError | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Fleet:
+    """Every node of an inventory, reachable through one Transport each."""
+
+    def __init__(self, inventory: Inventory, options: SshOptions | None = None) -> None:
+        self.inventory = inventory
+        self.options = options or SshOptions()
+        self._connector = SshConnector(self.options)
+        self._transports: dict[str, asyncio.Task[Transport]] = {}
+
+    async def __aenter__(self) -> Fleet:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for task in self._transports.values():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                await task.result().close()
+            else:
+                task.cancel()
+        await self._connector.close()
+
+    async def transport(self, node: Node) -> Transport:
+        """The node's connected Transport (opened on first use). Raises NodeUnreachable."""
+        if node.name not in self._transports:
+            self._transports[node.name] = asyncio.ensure_future(self._open(node))
+        return await asyncio.shield(self._transports[node.name])
+
+    async def _open(self, node: Node) -> Transport:
+        target = f"{node.user}@{node.host}" if node.user else node.host
+        if is_this_machine(node.host) and node.user is None:
+            # localhost runs directly unless the ssh config sends it elsewhere (HostName, Port,
+            # ProxyJump): the simulated nodes, for one, live on loopback addresses.
+            if not ssh_available():
+                return LocalTransport(node)
+            settings = await self._connector.resolve(target)
+            if not settings.has_own_target:
+                return LocalTransport(node)
+        else:
+            settings = await self._connector.resolve(target)
+        transport = SshTransport(node, settings, self._connector)
+        await transport.connect()
+        return transport
+
+    async def connect(self, nodes: Iterable[Node] | None = None) -> dict[str, NodeError | None]:
+        """Open every connection now; returns each node's connection error, or None."""
+        async def one(node: Node) -> NodeError | None:
+            try:
+                await self.transport(node)
+            except NodeUnreachable as e:
+                return e.error
+            return None
+
+        targets = list(nodes) if nodes is not None else self.inventory.nodes
+        errors = await asyncio.gather(*(one(node) for node in targets))
+        return {node.name: error for node, error in zip(targets, errors)}
+
+    async def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+        nodes: Iterable[Node] | None = None,
+    ) -> FleetResult:
+        """Run one shell command on every node (or on `nodes`) at once.
+
+        Ctrl-C (cancellation) stops the nodes still running and returns everything gathered so
+        far, finished nodes whole and the others marked interrupted with their partial output.
+        """
+        targets = list(nodes) if nodes is not None else self.inventory.nodes
+        tasks = [
+            asyncio.ensure_future(self._run_one(node, command, stdin, timeout, on_output))
+            for node in targets
+        ]
+        interrupted = False
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            interrupted = True
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+            _uncancel_current_task()
+        results = [
+            task.result() if not task.cancelled()
+            else CommandResult(node.name, None, error=NodeError(INTERRUPTED, "interrupted"))
+            for node, task in zip(targets, tasks)
+        ]
+        return FleetResult(results, interrupted)
+
+    async def _run_one(
+        self,
+        node: Node,
+        command: str,
+        stdin: bytes | None,
+        timeout: float | None,
+        on_output: OutputCallback | None,
+    ) -> CommandResult:
+        started = time.monotonic()
+        try:
+            transport = await self.transport(node)
+        except NodeUnreachable as e:
+            return CommandResult(node.name, None, seconds=time.monotonic() - started,
+                                 error=e.error)
+        result = await transport.run(command, stdin=stdin, timeout=timeout, on_output=on_output)
+        result.seconds = time.monotonic() - started  # what the user waited, connection included
+        return result
+
+    async def probe(
+        self,
+        name: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        python: str = "python3",
+        timeout: float | None = None,
+        nodes: Iterable[Node] | None = None,
+    ) -> tuple[list[ProbeResult], bool]:
+        """Run the probe script `probes/NAME.py` on every node in one round trip each.
+
+        The script and its JSON input travel on stdin; it prints one JSON object. Returns the
+        per-node results and whether the run was interrupted.
+        """
+        script = probes.load(name)
+        stdin = script.encode() + json.dumps(payload or {}).encode()
+        outcome = await self.run(
+            probes.command(script, python), stdin=stdin, timeout=timeout, nodes=nodes
+        )
+        return [_parse_probe(result, name) for result in outcome.results], outcome.interrupted
+
+
+def _parse_probe(result: CommandResult, name: str) -> ProbeResult:
+    if result.error is not None:
+        return ProbeResult(result.node, None, result, result.error)
+    if result.exit_code != 0:
+        tail = result.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        message = f"probe {name} exited {result.exit_code}: " + " | ".join(tail)
+        return ProbeResult(result.node, None, result, NodeError(PROBE_FAILED, message))
+    try:
+        data = json.loads(result.stdout.decode(errors="replace").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        message = f"probe {name} printed no JSON object"
+        return ProbeResult(result.node, None, result, NodeError(PROBE_FAILED, message))
+    return ProbeResult(result.node, data, result, None)
+
+
+def _uncancel_current_task() -> None:
+    """We handled the cancellation (Ctrl-C) ourselves; undo it so later awaits work (3.11+)."""
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()

@@ -1,0 +1,346 @@
+"""Reaching a node over SSH with asyncssh, configured by OpenSSH's own resolution (`ssh -G`).
+
+One `SshConnector` serves every node of an invocation: it loads keys and known_hosts once,
+caps simultaneous connection attempts (sshd drops bursts: MaxStartups), shares one connection
+per bastion, and learns new host keys (accept-new). Each `SshTransport` holds one persistent
+connection to its node, reused by every command of the invocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+from dataclasses import dataclass, replace
+
+import asyncssh
+
+from clusterprep.fleet import sshconfig
+from clusterprep.fleet.sshconfig import HostSettings
+from clusterprep.fleet.transport import (
+    AUTH,
+    DISCONNECTED,
+    DNS,
+    HOST_KEY,
+    REFUSED,
+    TIMEOUT,
+    UNREACHABLE,
+    CommandResult,
+    NodeError,
+    NodeUnreachable,
+    OutputCallback,
+    Transport,
+    collect,
+)
+from clusterprep.inventory import Node
+
+# curve25519 first: OpenSSH 9.x prefers sntrup761x25519, which costs several times the CPU per
+# handshake (field notes); asyncssh's own list follows for servers without curve25519.
+KEX_ALGORITHMS = ["curve25519-sha256", "curve25519-sha256@libssh.org"] + [
+    alg.decode() for alg in asyncssh.kex.get_default_kex_algs()
+    if not alg.startswith(b"gss-") and not alg.startswith(b"curve25519")
+]
+
+HOST_KEY_POLICIES = ("strict", "accept-new", "off")
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    """The command-line options that shape SSH connections."""
+
+    config_file: str | None = None
+    connect_timeout: float = 10.0
+    host_keys: str | None = None  # strict | accept-new | off; None: what the ssh config says
+    fanout: int = 64
+
+
+def host_key_policy(settings: HostSettings, override: str | None) -> str:
+    """`--host-keys`, else the config's StrictHostKeyChecking; OpenSSH's default `ask` (we never
+    prompt) and an unset option both mean accept-new."""
+    if override:
+        return override
+    value = settings.strict_host_key_checking
+    if value in ("yes", "true"):
+        return "strict"
+    if value in ("no", "false", "off"):
+        return "off"
+    return "accept-new"
+
+
+def known_hosts_name(settings: HostSettings) -> str:
+    """How OpenSSH names this host in known_hosts: `host` or `[host]:port`."""
+    host = settings.host_key_alias or settings.hostname
+    return host if settings.port == sshconfig.DEFAULT_PORT else f"[{host}]:{settings.port}"
+
+
+class SshConnector:
+    """What every SSH connection of one invocation shares."""
+
+    def __init__(self, options: SshOptions) -> None:
+        self.options = options
+        self._attempts = asyncio.Semaphore(max(1, options.fanout))
+        self._resolving = asyncio.Semaphore(16)
+        self._keys: dict[str, list[asyncssh.SSHKeyPair]] = {}
+        self._agent_keys: list[asyncssh.SSHKeyPair] | None = None
+        self._known_hosts: dict[tuple[str, ...], asyncssh.SSHKnownHosts] = {}
+        self._bastions: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
+
+    async def resolve(self, host: str) -> HostSettings:
+        async with self._resolving:
+            return await sshconfig.resolve(host, self.options.config_file)
+
+    async def open(self, settings: HostSettings, label: str) -> asyncssh.SSHClientConnection:
+        """Open a connection to a resolved host, or raise NodeUnreachable naming the cause."""
+        tunnel = None
+        if settings.proxy_jump:
+            tunnel = await self._bastion(settings.proxy_jump, label)
+        policy = host_key_policy(settings, self.options.host_keys)
+        known = self._load_known_hosts(settings) if policy != "off" else None
+        learner = _HostKeyLearner(settings, known) if policy == "accept-new" else None
+        timeout = settings.connect_timeout or self.options.connect_timeout
+        try:
+            async with self._attempts:
+                return await asyncio.wait_for(
+                    asyncssh.connect(
+                        settings.hostname,
+                        settings.port,
+                        tunnel=tunnel,
+                        proxy_command=_proxy_command(settings),
+                        username=settings.user or None,
+                        client_keys=await self._client_keys(settings),
+                        agent_path=None,
+                        known_hosts=known,
+                        host_key_alias=settings.host_key_alias,
+                        client_factory=(lambda: learner) if learner else None,
+                        config=None,
+                        kex_algs=KEX_ALGORITHMS,
+                        gss_auth=False,
+                        gss_kex=False,
+                        host_based_auth=False,
+                        password_auth=False,
+                        kbdint_auth=False,
+                        keepalive_interval=settings.server_alive_interval or 30,
+                        connect_timeout=timeout,
+                    ),
+                    timeout,
+                )
+        except Exception as e:  # classified below: every failure must name its cause
+            raise NodeUnreachable(classify(e, settings, timeout)) from e
+        finally:
+            if learner is not None and learner.learned is not None:
+                _append_known_host(settings, learner.learned)
+
+    async def _bastion(self, jump: str, label: str) -> asyncssh.SSHClientConnection:
+        """One shared connection per ProxyJump chain, opened on first use."""
+        if jump not in self._bastions:
+            self._bastions[jump] = asyncio.ensure_future(self._open_jump_chain(jump))
+        try:
+            return await asyncio.shield(self._bastions[jump])
+        except NodeUnreachable as e:
+            raise NodeUnreachable(
+                NodeError(e.error.kind, f"via bastion {jump}: {e.error.message}")
+            ) from e
+
+    async def _open_jump_chain(self, jump: str) -> asyncssh.SSHClientConnection:
+        *earlier, last = [hop.strip() for hop in jump.split(",")]
+        destination, port = _split_jump_hop(last)
+        settings = await self.resolve(destination)
+        if port is not None:
+            settings = replace(settings, port=port)
+        if earlier:  # the hops before the last one lead to it, whatever its own config says
+            settings = replace(settings, proxy_jump=",".join(earlier), proxy_command=None)
+        return await self.open(settings, last)
+
+    async def _client_keys(self, settings: HostSettings) -> list[asyncssh.SSHKeyPair]:
+        keys: list[asyncssh.SSHKeyPair] = []
+        for path in settings.identity_files:
+            if path not in self._keys:
+                self._keys[path] = _load_keypairs(path)
+            keys.extend(self._keys[path])
+        if not settings.identities_only or not keys:
+            keys.extend(await self._agent())
+        return keys
+
+    async def _agent(self) -> list[asyncssh.SSHKeyPair]:
+        if self._agent_keys is None:
+            self._agent_keys = []
+            if os.environ.get("SSH_AUTH_SOCK"):
+                try:
+                    async with asyncssh.connect_agent() as agent:
+                        self._agent_keys = list(await agent.get_keys())
+                except (OSError, asyncssh.Error):
+                    pass  # an unusable agent is no agent
+        return self._agent_keys
+
+    def _load_known_hosts(self, settings: HostSettings) -> asyncssh.SSHKnownHosts:
+        files = tuple(settings.user_known_hosts + settings.global_known_hosts)
+        if files not in self._known_hosts:
+            text = ""
+            for path in files:
+                try:
+                    with open(path, encoding="utf-8", errors="replace") as f:
+                        text += f.read() + "\n"
+                except OSError:
+                    continue
+            self._known_hosts[files] = asyncssh.import_known_hosts(text)
+        return self._known_hosts[files]
+
+    async def close(self) -> None:
+        for task in self._bastions.values():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                task.result().close()
+            else:
+                task.cancel()
+
+
+class _HostKeyLearner(asyncssh.SSHClient):
+    """accept-new: trust a host that known_hosts does not list yet, and remember its key.
+
+    asyncssh asks this only for a key that known_hosts does not already trust, so a host that
+    is listed with another key is refused (it changed: possibly an attack, as OpenSSH says).
+    """
+
+    def __init__(self, settings: HostSettings, known: asyncssh.SSHKnownHosts | None) -> None:
+        self._known = known
+        self.learned: asyncssh.SSHKey | None = None
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        listed = self._known.match(host, addr, port if port != sshconfig.DEFAULT_PORT else None)
+        if listed[0] or listed[1]:  # trusted host keys or CA keys exist for this host
+            return False
+        self.learned = key
+        return True
+
+
+def _append_known_host(settings: HostSettings, key: asyncssh.SSHKey) -> None:
+    if not settings.user_known_hosts:
+        return
+    path = settings.user_known_hosts[0]
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    line = f"{known_hosts_name(settings)} {key.export_public_key('openssh').decode().strip()}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def _load_keypairs(path: str) -> list[asyncssh.SSHKeyPair]:
+    if not os.path.exists(path):
+        return []
+    try:
+        return list(asyncssh.load_keypairs([path]))
+    except (OSError, asyncssh.KeyImportError, ValueError):
+        return []  # unreadable or passphrase-protected: the agent may hold it
+
+
+def _proxy_command(settings: HostSettings) -> str | None:
+    if not settings.proxy_command:
+        return None
+    tokens = {"%h": settings.hostname, "%p": str(settings.port), "%r": settings.user,
+              "%n": settings.alias, "%%": "%"}
+    command = settings.proxy_command
+    for token, value in tokens.items():
+        command = command.replace(token, value)
+    return command
+
+
+def _split_jump_hop(hop: str) -> tuple[str, int | None]:
+    """`user@host:port` -> (`user@host`, port)."""
+    user, at, rest = hop.rpartition("@")
+    host, port = rest, None
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = int(tail[1:]) if tail.startswith(":") else None
+    elif rest.count(":") == 1:
+        host, port_text = rest.split(":")
+        port = int(port_text)
+    return f"{user}{at}{host}", port
+
+
+def classify(error: BaseException, settings: HostSettings, timeout: float) -> NodeError:
+    """Name the cause of a failed connection the way a user would look for it."""
+    where = f"{settings.hostname}:{settings.port}"
+    if isinstance(error, NodeUnreachable):
+        return error.error
+    if isinstance(error, socket.gaierror):
+        return NodeError(DNS, f"cannot resolve host name {settings.hostname!r}: {error.strerror}")
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        return NodeError(TIMEOUT, f"no answer from {where} within {timeout:g} s")
+    if isinstance(error, ConnectionRefusedError):
+        return NodeError(REFUSED, f"connection refused by {where} (is sshd running?)")
+    if isinstance(error, asyncssh.PermissionDenied):
+        return NodeError(AUTH, f"authentication failed for user {settings.user!r} at {where}: "
+                               "no key was accepted (check authorized_keys and IdentityFile)")
+    if isinstance(error, asyncssh.HostKeyNotVerifiable):
+        return NodeError(HOST_KEY, f"host key of {known_hosts_name(settings)} is not trusted: "
+                                   f"{error.reason}. If the node was reinstalled, remove its old "
+                                   "key with `ssh-keygen -R`; otherwise this may be an attack")
+    if isinstance(error, asyncssh.ChannelOpenError):
+        return NodeError(UNREACHABLE, f"the bastion could not reach {where}: {error.reason}")
+    if isinstance(error, OSError):
+        if error.errno == errno.ECONNREFUSED:
+            return NodeError(REFUSED, f"connection refused by {where} (is sshd running?)")
+        if error.errno == errno.ETIMEDOUT:
+            return NodeError(TIMEOUT, f"no answer from {where} within {timeout:g} s")
+        return NodeError(UNREACHABLE, f"cannot connect to {where}: {error.strerror or error}")
+    if isinstance(error, asyncssh.Error):
+        return NodeError(UNREACHABLE, f"SSH failure with {where}: {error.reason}")
+    return NodeError(UNREACHABLE, f"cannot connect to {where}: {error!r}")
+
+
+class SshTransport(Transport):
+    """One node over one persistent SSH connection."""
+
+    def __init__(self, node: Node, settings: HostSettings, connector: SshConnector) -> None:
+        super().__init__(node)
+        self.settings = settings
+        self._connector = connector
+        self._connection: asyncssh.SSHClientConnection | None = None
+
+    async def connect(self) -> None:
+        if self._connection is None:
+            self._connection = await self._connector.open(self.settings, self.node.name)
+
+    async def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> CommandResult:
+        await self.connect()
+        assert self._connection is not None
+        try:
+            process = await self._connection.create_process(command, encoding=None)
+        except (asyncssh.Error, OSError) as e:
+            reason = getattr(e, "reason", None) or str(e)
+            return CommandResult(self.node.name, None, error=NodeError(
+                DISCONNECTED, f"cannot start the command on the open connection: {reason}"))
+        if stdin:
+            process.stdin.write(stdin)
+        process.stdin.write_eof()
+
+        async def wait() -> int | None:
+            await process.wait_closed()
+            return process.returncode
+
+        def kill() -> None:
+            try:
+                process.kill()
+            except (OSError, asyncssh.Error):
+                pass
+            process.close()
+
+        return await collect(
+            self.node.name, process.stdout, process.stderr, wait(), kill, timeout, on_output
+        )
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

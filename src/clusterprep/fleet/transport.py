@@ -1,0 +1,162 @@
+"""The Transport interface every way of reaching a node implements, and the results it returns.
+
+A node that cannot be reached, or a command that times out, is not an exception here: it is a
+`NodeError` inside a `CommandResult`, so one bad node never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from clusterprep.inventory import Node
+
+# Why a node could not be reached or a command did not finish. Connection failures:
+DNS = "dns"                # the host name does not resolve
+REFUSED = "refused"        # nothing listens on the SSH port
+TIMEOUT = "timeout"        # no answer within --connect-timeout
+AUTH = "auth"              # the server refused every key
+HOST_KEY = "host-key"      # the host key changed, or is unknown under strict checking
+UNREACHABLE = "unreachable"  # any other network or SSH-level failure
+# Command failures on a node that was reached:
+COMMAND_TIMEOUT = "command-timeout"  # the command outlived --timeout and was killed
+DISCONNECTED = "disconnected"        # the connection dropped while the command ran
+INTERRUPTED = "interrupted"          # the user pressed Ctrl-C before the node finished
+
+CONNECTION_KINDS = (DNS, REFUSED, TIMEOUT, AUTH, HOST_KEY, UNREACHABLE)
+
+OutputCallback = Callable[[str, str, bytes], None]
+"""Called as `on_output(node_name, "stdout" | "stderr", chunk)` while a command runs."""
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """Why a node gave no (complete) answer: a `kind` from the constants above and a message."""
+
+    kind: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "message": self.message}
+
+
+class NodeUnreachable(Exception):
+    """Raised by `Transport.connect`; carries the classified `NodeError`."""
+
+    def __init__(self, error: NodeError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass
+class CommandResult:
+    """What one command did on one node. Output is kept as bytes: nodes may print anything."""
+
+    node: str
+    exit_code: int | None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    seconds: float = 0.0
+    error: NodeError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.exit_code == 0
+
+    @property
+    def reached(self) -> bool:
+        """True when the node was connected (whatever the command then did)."""
+        return self.error is None or self.error.kind not in CONNECTION_KINDS
+
+
+class Transport(ABC):
+    """One node's connection. Opened once per invocation and reused by every step."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open the connection. Raises NodeUnreachable with a classified cause."""
+
+    @abstractmethod
+    async def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> CommandResult:
+        """Run `command` in the node's login shell, as `ssh node COMMAND` would.
+
+        `stdin` is sent and then closed; it is the only way secrets reach a node (never argv).
+        Output gathered before a timeout or Ctrl-C is kept in the result.
+        """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the connection; safe to call twice."""
+
+
+class _Reader(Protocol):
+    async def read(self, n: int) -> bytes: ...
+
+
+async def collect(
+    node: str,
+    stdout: _Reader,
+    stderr: _Reader,
+    wait: Awaitable[int | None],
+    kill: Callable[[], None],
+    timeout: float | None,
+    on_output: OutputCallback | None,
+) -> CommandResult:
+    """Read a running command's output until it exits, is timed out, or is cancelled.
+
+    Shared by every transport: each passes its own readers, its wait-for-exit and its kill.
+    Output read so far is never lost: a timeout or a cancellation (Ctrl-C) kills the command
+    and returns what it printed, with a `NodeError` saying why it is incomplete. Swallowing the
+    cancellation here is deliberate: the Fleet cancels node tasks only to stop them, and it
+    re-checks its own cancellation itself.
+    """
+    started = time.monotonic()
+    buffers = {"stdout": bytearray(), "stderr": bytearray()}
+
+    async def pump(name: str, reader: _Reader) -> None:
+        while chunk := await reader.read(65536):
+            buffers[name] += chunk
+            if on_output is not None:
+                on_output(node, name, chunk)
+
+    async def finish() -> int | None:
+        await asyncio.gather(pump("stdout", stdout), pump("stderr", stderr))
+        return await wait
+
+    task = asyncio.ensure_future(finish())
+    error = None
+    exit_code = None
+    try:
+        exit_code = await asyncio.wait_for(asyncio.shield(task), timeout)
+    except asyncio.TimeoutError:
+        kill()
+        task.cancel()
+        error = NodeError(COMMAND_TIMEOUT, f"command still running after {timeout:g} s; killed")
+    except asyncio.CancelledError:
+        kill()
+        task.cancel()
+        error = NodeError(INTERRUPTED, "interrupted before the command finished")
+    except (OSError, EOFError, ConnectionError) as e:
+        error = NodeError(DISCONNECTED, f"connection lost while the command ran: {e}")
+    return CommandResult(
+        node,
+        exit_code,
+        bytes(buffers["stdout"]),
+        bytes(buffers["stderr"]),
+        time.monotonic() - started,
+        error,
+    )

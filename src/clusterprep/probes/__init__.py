@@ -1,0 +1,23 @@
+"""Scripts that run ON the nodes: stdlib-only Python (3.8+), JSON in on stdin, one JSON object out.
+
+A probe travels with its input on the SSH channel's stdin, so it costs one round trip per node
+and never puts data (or secrets) on a command line. The command that starts it reads exactly
+the script's length from stdin and executes it; the script then reads the rest as its input.
+"""
+
+from __future__ import annotations
+
+import shlex
+from importlib import resources
+
+
+def load(name: str) -> str:
+    """The source of `probes/NAME.py`."""
+    return resources.files(__package__).joinpath(f"{name}.py").read_text(encoding="utf-8")
+
+
+def command(script: str, python: str = "python3") -> str:
+    """The remote command that runs `script` (sent first on stdin) with the node's `python`."""
+    size = len(script.encode())
+    bootstrap = f"import sys; exec(compile(sys.stdin.buffer.read({size}), 'probe', 'exec'))"
+    return f"{shlex.quote(python)} -c {shlex.quote(bootstrap)}"

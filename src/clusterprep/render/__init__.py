@@ -1,0 +1,1 @@
+"""Turning result objects into what people and scripts read. Renderers decide nothing."""

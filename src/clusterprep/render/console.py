@@ -1,0 +1,121 @@
+"""What people read on a terminal: tables, grouped outputs, live lines, failure summaries."""
+
+from __future__ import annotations
+
+import sys
+from typing import BinaryIO
+
+from rich.console import Console
+from rich.table import Table
+
+from clusterprep.fleet import CommandResult, FleetResult
+from clusterprep.fleet.gather import fold, group_outputs
+from clusterprep.survey import NodeReport
+
+stderr_console = Console(stderr=True, highlight=False)
+
+
+def _stdout_console() -> Console:
+    # Piped output is read by people too (logs, CI): don't wrap tables at rich's default 80.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def warn(message: str) -> None:
+    stderr_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+def error(message: str) -> None:
+    stderr_console.print(f"[red]error:[/] {message}", soft_wrap=True)
+
+
+def nodes_table(reports: list[NodeReport], interrupted: bool) -> None:
+    console = _stdout_console()
+    table = Table(title=f"{len(reports)} node{'s' if len(reports) != 1 else ''}")
+    for column in ("node", "head", "reachable", "rtt ms", "hostname", "os", "cpus", "gpus"):
+        table.add_column(column, justify="right" if column in ("rtt ms", "cpus", "gpus")
+                         else "left")
+    for r in reports:
+        gpus = f"{r.gpus} x {r.gpu_model}" if r.gpus else "0"
+        table.add_row(
+            r.node,
+            "*" if r.head else "",
+            "[green]yes[/]" if r.reachable else "[red]no[/]",
+            f"{r.rtt_ms:.1f}" if r.rtt_ms is not None else "-",
+            r.hostname or "-",
+            r.os or "-",
+            str(r.cpus) if r.cpus is not None else "-",
+            gpus,
+        )
+    console.print(table)
+    failures = [r for r in reports if r.error is not None]
+    for r in failures:
+        assert r.error is not None
+        console.print(f"[red]{r.node}[/]: {r.error.kind}: {r.error.message}", soft_wrap=True)
+    if interrupted:
+        console.print("[yellow]interrupted: nodes not yet answered are shown as unreachable[/]")
+
+
+def grouped_output(outcome: FleetResult, out: BinaryIO | None = None) -> None:
+    """Identical outputs once, under their folded node set (as `clush -b`), then failures."""
+    out = out or sys.stdout.buffer
+    for group in group_outputs(outcome.results):
+        header = f"{group.folded} ({len(group.nodes)})"
+        rule = "-" * max(16, min(len(header), 78))
+        out.write(f"{rule}\n{header}\n{rule}\n".encode())
+        _write_block(out, group.stdout)
+        _write_block(out, group.stderr)
+    out.flush()
+    failure_summary(outcome)
+
+
+def _write_block(out: BinaryIO, data: bytes) -> None:
+    if data:
+        out.write(data if data.endswith(b"\n") else data + b"\n")
+
+
+def failure_summary(outcome: FleetResult) -> None:
+    """Which nodes failed and why, folded by identical cause; nothing when all succeeded."""
+    causes: dict[str, list[str]] = {}
+    for r in outcome.results:
+        if not r.ok:
+            causes.setdefault(_cause(r), []).append(r.node)
+    if not causes and not outcome.interrupted:
+        return
+    stderr_console.print()
+    failed = sum(len(nodes) for nodes in causes.values())
+    stderr_console.print(f"[red]{failed} of {len(outcome.results)} nodes failed[/]")
+    for cause, nodes in causes.items():
+        stderr_console.print(f"  {fold(nodes)}: {cause}", soft_wrap=True, markup=False)
+    if outcome.interrupted:
+        stderr_console.print("[yellow]interrupted by the user[/]")
+
+
+def _cause(result: CommandResult) -> str:
+    if result.error is not None:
+        return f"{result.error.kind}: {result.error.message}"
+    return f"exit code {result.exit_code}"
+
+
+class LinePrinter:
+    """`--stream`: each complete line as it arrives, prefixed by its node."""
+
+    def __init__(self, out: BinaryIO | None = None, err: BinaryIO | None = None) -> None:
+        self._streams = {"stdout": out or sys.stdout.buffer, "stderr": err or sys.stderr.buffer}
+        self._partial: dict[tuple[str, str], bytes] = {}
+
+    def __call__(self, node: str, stream: str, chunk: bytes) -> None:
+        data = self._partial.pop((node, stream), b"") + chunk
+        *lines, rest = data.split(b"\n")
+        if rest:
+            self._partial[(node, stream)] = rest
+        target = self._streams[stream]
+        prefix = node.encode() + b": "
+        target.write(b"".join(prefix + line + b"\n" for line in lines))
+        target.flush()
+
+    def flush(self) -> None:
+        """Print what is left of lines without a final newline."""
+        for (node, stream), rest in self._partial.items():
+            self._streams[stream].write(node.encode() + b": " + rest + b"\n")
+            self._streams[stream].flush()
+        self._partial.clear()

@@ -1,0 +1,57 @@
+"""`--json`: one JSON object on stdout, for scripts. Output bytes that are not UTF-8 are also
+given exactly, base64-encoded, under `<field>_base64`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from typing import Any
+
+from clusterprep.fleet import FleetResult, NodeError
+from clusterprep.survey import NodeReport
+
+
+def emit(document: dict[str, Any]) -> None:
+    json.dump(document, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _error(error: NodeError | None) -> dict[str, str] | None:
+    return error.as_dict() if error is not None else None
+
+
+def _text_fields(name: str, data: bytes) -> dict[str, str]:
+    try:
+        return {name: data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {
+            name: data.decode("utf-8", errors="replace"),
+            f"{name}_base64": base64.b64encode(data).decode(),
+        }
+
+
+def run_document(outcome: FleetResult, warnings: list[str]) -> dict[str, Any]:
+    nodes = []
+    for r in outcome.results:
+        entry: dict[str, Any] = {"node": r.node, "exit_code": r.exit_code}
+        entry.update(_text_fields("stdout", r.stdout))
+        entry.update(_text_fields("stderr", r.stderr))
+        entry.update({"seconds": round(r.seconds, 4), "error": _error(r.error)})
+        nodes.append(entry)
+    return {"ok": outcome.ok, "interrupted": outcome.interrupted, "nodes": nodes,
+            "warnings": warnings}
+
+
+def nodes_document(reports: list[NodeReport], interrupted: bool,
+                   warnings: list[str]) -> dict[str, Any]:
+    rows = [
+        {
+            "node": r.node, "head": r.head, "reachable": r.reachable, "rtt_ms": r.rtt_ms,
+            "hostname": r.hostname, "os": r.os, "cpus": r.cpus, "gpus": r.gpus,
+            "gpu_model": r.gpu_model, "error": _error(r.error),
+        }
+        for r in reports
+    ]
+    ok = not interrupted and all(r.reachable and r.error is None for r in reports)
+    return {"ok": ok, "interrupted": interrupted, "nodes": rows, "warnings": warnings}
