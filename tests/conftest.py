@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -54,3 +58,41 @@ def make_cluster(
     finally:
         for sim in made:
             sim.stop()
+
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+@dataclass
+class CliResult:
+    """What one `clusterprep` invocation did, as a user's shell would see it."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Callable[..., CliResult]:
+    """Run `clusterprep ARGS...` as a separate process, from this checkout's src/.
+
+    `cli(*args, cwd=None, env=None, input=None, timeout=120)`; `env` adds to a copy of os.environ
+    where HOME is the test's own folder, so no test reads or writes the real ~/nodes.txt.
+    """
+
+    def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            input: str | None = None, timeout: float = 120) -> CliResult:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERPREP_")}
+        environment.update(PYTHONPATH=str(SRC), HOME=str(tmp_path / "home"))
+        environment.update(env or {})
+        (tmp_path / "home").mkdir(exist_ok=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "clusterprep", *args], cwd=cwd or tmp_path, env=environment,
+            input=input, capture_output=True, text=True, timeout=timeout,
+        )
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return run
