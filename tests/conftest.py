@@ -91,7 +91,7 @@ def cli(tmp_path: Path) -> Callable[..., CliResult]:
         (tmp_path / "home").mkdir(exist_ok=True)
         done = subprocess.run(
             [sys.executable, "-m", "clusterprep", *args], cwd=cwd or tmp_path, env=environment,
-            input=input, capture_output=True, text=True, timeout=timeout,
+            input=input, capture_output=True, text=True, errors="replace", timeout=timeout,
         )
         return CliResult(done.returncode, done.stdout, done.stderr)
 

@@ -144,17 +144,32 @@ def _expand_entries(entries: list[tuple[str, int | None]], source: str) -> list[
 def _expand_one(text: str, source: str, line: int | None) -> list[str]:
     if any(c.isspace() for c in text):
         raise InventoryError(source, f"one host per line, got {text!r}", line)
-    if "[" not in text and "," not in text:
-        return [text]
-    user = ""
-    if "@" in text.split("[", 1)[0]:
-        user, text = text.split("@", 1)
-        user += "@"
-    try:
-        names = list(NodeSet(text, resolver=RESOLVER_NOGROUP))
-    except NodeSetParseError as e:
-        raise InventoryError(source, f"bad hostlist {text!r}: {e}", line) from e
-    return [user + name for name in names]
+    names: list[str] = []
+    for part in _split_outside_brackets(text):
+        if "[" not in part:
+            names.append(part)
+            continue
+        user = ""
+        if "@" in part.split("[", 1)[0]:
+            user, part = part.split("@", 1)
+            user += "@"
+        try:
+            names.extend(user + name for name in NodeSet(part, resolver=RESOLVER_NOGROUP))
+        except NodeSetParseError as e:
+            raise InventoryError(source, f"bad hostlist {part!r}: {e}", line) from e
+    return names
+
+
+def _split_outside_brackets(text: str) -> list[str]:
+    """`a[1,2],b` -> [`a[1,2]`, `b`]: NodeSet would sort the parts; the user's order matters."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [part for part in parts if part]
 
 
 def _split_user(name: str, source: str, line: int | None) -> tuple[str | None, str]:

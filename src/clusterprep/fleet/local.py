@@ -50,7 +50,7 @@ class LocalTransport(Transport):
         else:
             feeding = None
 
-        def kill() -> None:
+        async def kill() -> None:
             try:
                 os.killpg(process.pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -292,6 +292,35 @@ def classify(error: BaseException, settings: HostSettings, timeout: float) -> No
     return NodeError(UNREACHABLE, f"cannot connect to {where}: {error!r}")
 
 
+# Every command first reports its session id (its shell's PID, a session leader under sshd) on
+# stderr, so that a timeout or Ctrl-C can end the command and all its children on the node.
+_SESSION_MARK = b"clusterprep-session:"
+_SESSION_REPORT = f"printf '{_SESSION_MARK.decode()}%s\\n' \"$$\" >&2; "
+
+
+class _SessionReportReader:
+    """Reads a command's stderr, removing the session report line that precedes it."""
+
+    def __init__(self, reader: asyncssh.SSHReader[bytes]) -> None:
+        self._reader = reader
+        self._head: bytes | None = None  # None until the first line has been read
+        self.session: int | None = None
+
+    async def read(self, n: int) -> bytes:
+        if self._head is None:
+            head = b""
+            while b"\n" not in head and (chunk := await self._reader.read(n)):
+                head += chunk
+            line, newline, rest = head.partition(b"\n")
+            if line.startswith(_SESSION_MARK) and line[len(_SESSION_MARK):].isdigit():
+                self.session = int(line[len(_SESSION_MARK):])
+                head = rest
+            self._head = b""
+            if head:
+                return head
+        return await self._reader.read(n)
+
+
 class SshTransport(Transport):
     """One node over one persistent SSH connection."""
 
@@ -316,7 +345,8 @@ class SshTransport(Transport):
         await self.connect()
         assert self._connection is not None
         try:
-            process = await self._connection.create_process(command, encoding=None)
+            process = await self._connection.create_process(
+                _SESSION_REPORT + command, encoding=None)
         except (asyncssh.Error, OSError) as e:
             reason = getattr(e, "reason", None) or str(e)
             return CommandResult(self.node.name, None, error=NodeError(
@@ -324,20 +354,23 @@ class SshTransport(Transport):
         if stdin:
             process.stdin.write(stdin)
         process.stdin.write_eof()
+        stderr = _SessionReportReader(process.stderr)
 
         async def wait() -> int | None:
             await process.wait_closed()
             return process.returncode
 
-        def kill() -> None:
-            try:
-                process.kill()
-            except (OSError, asyncssh.Error):
-                pass
+        async def kill() -> None:
+            # Closing an SSH channel without a pty kills nothing on the node: end the
+            # command's whole session there (sshd starts each command as a session leader).
+            if stderr.session is not None and self._connection is not None:
+                await self._connection.run(
+                    f"pkill -KILL -s {stderr.session} || kill -KILL -- -{stderr.session}",
+                    check=False)
             process.close()
 
         return await collect(
-            self.node.name, process.stdout, process.stderr, wait(), kill, timeout, on_output
+            self.node.name, process.stdout, stderr, wait(), kill, timeout, on_output
         )
 
     async def close(self) -> None:

@@ -112,7 +112,7 @@ async def collect(
     stdout: _Reader,
     stderr: _Reader,
     wait: Awaitable[int | None],
-    kill: Callable[[], None],
+    kill: Callable[[], Awaitable[None]],
     timeout: float | None,
     on_output: OutputCallback | None,
 ) -> CommandResult:
@@ -143,11 +143,11 @@ async def collect(
     try:
         exit_code = await asyncio.wait_for(asyncio.shield(task), timeout)
     except asyncio.TimeoutError:
-        kill()
+        await _bounded(kill())
         task.cancel()
         error = NodeError(COMMAND_TIMEOUT, f"command still running after {timeout:g} s; killed")
     except asyncio.CancelledError:
-        kill()
+        await _bounded(kill())
         task.cancel()
         error = NodeError(INTERRUPTED, "interrupted before the command finished")
     except (OSError, EOFError, ConnectionError) as e:
@@ -160,3 +160,11 @@ async def collect(
         time.monotonic() - started,
         error,
     )
+
+
+async def _bounded(kill: Awaitable[None], seconds: float = 5.0) -> None:
+    """Killing a command must not hang the invocation (its node may have just died)."""
+    try:
+        await asyncio.wait_for(kill, seconds)
+    except (asyncio.TimeoutError, OSError, ConnectionError):
+        pass
