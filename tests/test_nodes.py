@@ -34,7 +34,7 @@ def test_every_node_is_listed_with_its_facts(cli, cluster4):
 
     table = cli("nodes", *cluster_args(cluster4))
     assert table.exit_code == 0
-    assert "node04" in table.stdout and "Debian" in table.stdout or "Linux" in table.stdout
+    assert "node04" in table.stdout and "Linux" in table.stdout
 
 
 def test_unreachable_nodes_are_named_with_a_classified_cause(cli, make_cluster, tmp_path):
@@ -82,8 +82,8 @@ def test_host_key_policies(cli, make_cluster):
     # accept-new (what the cluster's config says): unknown keys are learned...
     assert cli("run", *cluster_args(sim), "true").exit_code == 0
     learned = sim.known_hosts.read_text()
-    assert all(node.known_hosts_line.split()[:2] == line.split()[:2]
-               for node, line in zip(sim.nodes, learned.splitlines()))
+    assert {tuple(line.split()[:3]) for line in learned.splitlines()} == {
+        tuple(node.known_hosts_line.split()[:3]) for node in sim.nodes}
     # ...and learned once: a second run adds nothing.
     assert cli("run", *cluster_args(sim), "true").exit_code == 0
     assert sim.known_hosts.read_text() == learned

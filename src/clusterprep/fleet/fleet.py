@@ -82,12 +82,14 @@ class Fleet:
 
     async def transport(self, node: Node) -> Transport:
         """The node's connected Transport (opened on first use). Raises NodeUnreachable."""
+        if not self._transports and ssh_available():
+            self._connector.prefetch([_target(n) for n in self.inventory.nodes])
         if node.name not in self._transports:
             self._transports[node.name] = asyncio.ensure_future(self._open(node))
         return await asyncio.shield(self._transports[node.name])
 
     async def _open(self, node: Node) -> Transport:
-        target = f"{node.user}@{node.host}" if node.user else node.host
+        target = _target(node)
         if is_this_machine(node.host) and node.user is None:
             # localhost runs directly unless the ssh config sends it elsewhere (HostName, Port,
             # ProxyJump): the simulated nodes, for one, live on loopback addresses.
@@ -188,6 +190,10 @@ class Fleet:
             probes.command(script, python), stdin=stdin, timeout=timeout, nodes=nodes
         )
         return [_parse_probe(result, name) for result in outcome.results], outcome.interrupted
+
+
+def _target(node: Node) -> str:
+    return f"{node.user}@{node.host}" if node.user else node.host
 
 
 def _parse_probe(result: CommandResult, name: str) -> ProbeResult:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import asyncssh
 
+from clusterprep.errors import SshConfigError
 from clusterprep.fleet import sshconfig
 from clusterprep.fleet.sshconfig import HostSettings
 from clusterprep.fleet.transport import (
@@ -80,15 +81,28 @@ class SshConnector:
     def __init__(self, options: SshOptions) -> None:
         self.options = options
         self._attempts = asyncio.Semaphore(max(1, options.fanout))
-        self._resolving = asyncio.Semaphore(16)
+        self._settings: dict[str, asyncio.Task[dict[str, HostSettings | SshConfigError]]] = {}
         self._keys: dict[str, list[asyncssh.SSHKeyPair]] = {}
         self._agent_keys: list[asyncssh.SSHKeyPair] | None = None
         self._known_hosts: dict[tuple[str, ...], asyncssh.SSHKnownHosts] = {}
         self._bastions: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
 
+    def prefetch(self, hosts: list[str]) -> None:
+        """Start resolving many hosts at once (one batch), ahead of their `resolve` calls."""
+        missing = [host for host in dict.fromkeys(hosts) if host not in self._settings]
+        if missing:
+            batch = asyncio.ensure_future(
+                sshconfig.resolve_many(missing, self.options.config_file))
+            for host in missing:
+                self._settings[host] = batch
+
     async def resolve(self, host: str) -> HostSettings:
-        async with self._resolving:
-            return await sshconfig.resolve(host, self.options.config_file)
+        """The host's settings as `ssh -G` gives them. Raises SshConfigError."""
+        self.prefetch([host])
+        settings = (await asyncio.shield(self._settings[host]))[host]
+        if isinstance(settings, SshConfigError):
+            raise settings
+        return settings
 
     async def open(self, settings: HostSettings, label: str) -> asyncssh.SSHClientConnection:
         """Open a connection to a resolved host, or raise NodeUnreachable naming the cause."""

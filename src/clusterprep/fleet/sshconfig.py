@@ -86,23 +86,54 @@ def ssh_available() -> bool:
     return shutil.which("ssh") is not None
 
 
-async def resolve(host: str, config_file: str | None = None) -> HostSettings:
-    """Run `ssh -G [-F FILE] HOST` (HOST may be `user@host`).
+# One small shell resolves a batch of hosts: a process per host would cost the invocation a
+# Python fork and a watcher thread each (0.2 s for 64 hosts on 2 cores). Each host's output is
+# followed by a record separator (\036) and ssh's exit status.
+_BATCH_SCRIPT = """
+n=$1; shift; options=("${@:1:n}"); shift "$n"
+for host do ssh -G "${options[@]}" -- "$host" </dev/null 2>&1; printf '\\n\\036%s\\n' "$?"; done
+"""
+_BATCHES = 4
 
-    Raises:
-        SshConfigError: ssh is missing, or rejects the config (its message names file and line).
+
+async def resolve_many(
+    hosts: list[str], config_file: str | None = None
+) -> dict[str, HostSettings | SshConfigError]:
+    """Run `ssh -G [-F FILE] HOST` for every host (each may be `user@host`), a few at a time.
+
+    Returns each host's settings, or the SshConfigError saying why OpenSSH rejected it (its
+    message names the config file and line).
     """
     if not ssh_available():
-        raise SshConfigError(host, "the OpenSSH client `ssh` is not installed on this machine")
-    argv = ["ssh", "-G"] + (["-F", config_file] if config_file else []) + ["--", host]
+        error = "the OpenSSH client `ssh` is not installed on this machine"
+        return {host: SshConfigError(host, error) for host in hosts}
+    unique = list(dict.fromkeys(hosts))
+    size = max(1, -(-len(unique) // _BATCHES))
+    batches = [unique[i:i + size] for i in range(0, len(unique), size)]
+    outputs = await asyncio.gather(*(_resolve_batch(batch, config_file) for batch in batches))
+    resolved: dict[str, HostSettings | SshConfigError] = {}
+    for batch, results in zip(batches, outputs):
+        for host, (status, text) in zip(batch, results):
+            if status == 0:
+                resolved[host] = parse_ssh_g(host.rpartition("@")[2], text)
+            else:
+                detail = text.replace("\r", "").strip() or f"ssh -G exited {status}"
+                resolved[host] = SshConfigError(host, detail)
+    return resolved
+
+
+async def _resolve_batch(hosts: list[str], config_file: str | None) -> list[tuple[int, str]]:
+    options = ["-F", config_file] if config_file else []
     process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        "bash", "-c", _BATCH_SCRIPT, "resolve", str(len(options)), *options, *hosts,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
     )
-    out, err = await process.communicate()
-    if process.returncode != 0:
-        detail = err.decode(errors="replace").strip() or f"ssh -G exited {process.returncode}"
-        raise SshConfigError(host, detail)
-    return parse_ssh_g(host.rpartition("@")[2], out.decode(errors="replace"))
+    out, _ = await process.communicate()
+    text, *records = out.decode(errors="replace").split("\n\036")
+    results = []
+    for record in records:  # "STATUS\nNEXT HOST'S OUTPUT"
+        status, _, following = record.partition("\n")
+        results.append((int(status) if status.isdigit() else 255, text))
+        text = following
+    results += [(255, "ssh -G gave no answer")] * (len(hosts) - len(results))
+    return results

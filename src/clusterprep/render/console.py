@@ -5,30 +5,45 @@ from __future__ import annotations
 import sys
 from typing import BinaryIO
 
-from rich.console import Console
-from rich.table import Table
+from functools import cache
+from typing import TYPE_CHECKING
 
 from clusterprep.fleet import CommandResult, FleetResult
 from clusterprep.fleet.gather import fold, group_outputs
 from clusterprep.survey import NodeReport
 
-stderr_console = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# rich is imported on first use: `clusterprep run` on a healthy cluster never needs it, and
+# its import is a tenth of a second of every invocation.
+
+
+@cache
+def _stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
 
 
 def _stdout_console() -> Console:
+    from rich.console import Console
+
     # Piped output is read by people too (logs, CI): don't wrap tables at rich's default 80.
     return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def warn(message: str) -> None:
-    stderr_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def error(message: str) -> None:
-    stderr_console.print(f"[red]error:[/] {message}", soft_wrap=True)
+    print(f"error: {message}", file=sys.stderr)
 
 
 def nodes_table(reports: list[NodeReport], interrupted: bool) -> None:
+    from rich.table import Table
+
     console = _stdout_console()
     table = Table(title=f"{len(reports)} node{'s' if len(reports) != 1 else ''}")
     for column in ("node", "head", "reachable", "rtt ms", "hostname", "os", "cpus", "gpus"):
@@ -81,13 +96,13 @@ def failure_summary(outcome: FleetResult) -> None:
             causes.setdefault(_cause(r), []).append(r.node)
     if not causes and not outcome.interrupted:
         return
-    stderr_console.print()
+    _stderr_console().print()
     failed = sum(len(nodes) for nodes in causes.values())
-    stderr_console.print(f"[red]{failed} of {len(outcome.results)} nodes failed[/]")
+    _stderr_console().print(f"[red]{failed} of {len(outcome.results)} nodes failed[/]")
     for cause, nodes in causes.items():
-        stderr_console.print(f"  {fold(nodes)}: {cause}", soft_wrap=True, markup=False)
+        _stderr_console().print(f"  {fold(nodes)}: {cause}", soft_wrap=True, markup=False)
     if outcome.interrupted:
-        stderr_console.print("[yellow]interrupted by the user[/]")
+        _stderr_console().print("[yellow]interrupted by the user[/]")
 
 
 def _cause(result: CommandResult) -> str:
