@@ -150,3 +150,25 @@ def test_ctrl_c_keeps_the_output_of_nodes_that_finished(make_cluster, tmp_path):
         assert rows[name]["error"]["kind"] == "interrupted"
         assert rows[name]["stdout"] == f"hello from {name}\n"  # partial output is kept too
         assert "sleep 60" not in sim.node(name).run("ps -eo args").stdout
+
+
+def test_proxycommand_from_the_ssh_config_is_honoured(cli, make_cluster, tmp_path):
+    sim = make_cluster(2)
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Include {sim.ssh_config}\n"
+        f"Host via-command\n  HostName {sim.node('node02').address}\n  Port 2200\n"
+        f"  User root\n  IdentityFile {sim.client_key}\n  UserKnownHostsFile {sim.known_hosts}\n"
+        f"  ProxyCommand ssh -F {sim.ssh_config} -W %h:%p node01\n"
+    )
+    result = cli("run", "-n", "via-command", "-F", str(config), "--json", "hostname")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert result.json()["nodes"][0]["stdout"] == "node02\n"
+
+
+def test_a_broken_ssh_config_is_reported_with_its_file_and_line(cli, tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text("Host *\n  NoSuchOption yes\n")
+    result = cli("run", "-n", "some-node", "-F", str(config), "true")
+    assert result.exit_code == 2
+    assert f"{config}: line 2: Bad configuration option" in result.stderr
