@@ -178,6 +178,7 @@ class Fleet:
         python: str = "python3",
         timeout: float | None = None,
         nodes: Iterable[Node] | None = None,
+        on_output: OutputCallback | None = None,
     ) -> tuple[list[ProbeResult], bool]:
         """Run the probe script `probes/NAME.py` on every node in one round trip each.
 
@@ -187,7 +188,8 @@ class Fleet:
         script = probes.load(name)
         stdin = script.encode() + json.dumps(payload or {}).encode()
         outcome = await self.run(
-            probes.command(script, python), stdin=stdin, timeout=timeout, nodes=nodes
+            probes.command(script, python), stdin=stdin, timeout=timeout, nodes=nodes,
+            on_output=on_output,
         )
         return [_parse_probe(result, name) for result in outcome.results], outcome.interrupted
 

@@ -26,7 +26,7 @@ def _stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def _stdout_console() -> Console:
+def stdout_console() -> Console:
     from rich.console import Console
 
     # Piped output is read by people too (logs, CI): don't wrap tables at rich's default 80.
@@ -44,7 +44,7 @@ def error(message: str) -> None:
 def nodes_table(reports: list[NodeReport], interrupted: bool) -> None:
     from rich.table import Table
 
-    console = _stdout_console()
+    console = stdout_console()
     table = Table(title=f"{len(reports)} node{'s' if len(reports) != 1 else ''}")
     for column in ("node", "head", "reachable", "rtt ms", "hostname", "os", "cpus", "gpus"):
         table.add_column(column, justify="right" if column in ("rtt ms", "cpus", "gpus")

@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from clusterprep.check.model import CheckReport
 from clusterprep.fleet import FleetResult, NodeError
 from clusterprep.survey import NodeReport
 
@@ -55,3 +56,23 @@ def nodes_document(reports: list[NodeReport], interrupted: bool,
     ]
     ok = not interrupted and all(r.reachable and r.error is None for r in reports)
     return {"ok": ok, "interrupted": interrupted, "nodes": rows, "warnings": warnings}
+
+
+def check_document(report: CheckReport, warnings: list[str]) -> dict[str, Any]:
+    nodes = []
+    for node in report.nodes:
+        nodes.append({
+            "node": node.node,
+            "head": node.head,
+            "ok": node.ok,
+            "error": _error(node.error),
+            "checks": [{"name": c.name, "ok": c.ok, "value": c.value, "expected": c.expected,
+                        "message": c.message} for c in node.checks],
+            "clock_offset_s": node.clock_offset_s,
+            "clock_uncertainty_s": node.clock_uncertainty_s,
+            "fingerprint": node.fingerprint,
+        })
+    findings = [{"severity": f.severity, "item": f.item, "nodes": f.nodes, "values": f.values,
+                 "reference": f.reference} for f in report.findings]
+    return {"ok": report.ok, "interrupted": report.interrupted, "nodes": nodes,
+            "findings": findings, "warnings": warnings}

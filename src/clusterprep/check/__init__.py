@@ -1,0 +1,1 @@
+"""`clusterprep check`: install checks on every node, fingerprints, and the drift between them."""

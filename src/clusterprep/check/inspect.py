@@ -1,0 +1,60 @@
+"""Run the install checks and the fingerprint probe on every node (one round trip each), and
+measure each node's clock offset from the head."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from clusterprep.check import fingerprint
+from clusterprep.check.drift import find_drift
+from clusterprep.check.model import CheckReport, CheckResult, CheckSpec, NodeState
+from clusterprep.fleet import Fleet
+
+
+async def inspect(
+    fleet: Fleet,
+    checks: list[CheckSpec],
+    *,
+    python: str = "python3",
+    shared: str | None = None,
+    timeout: float | None = None,
+) -> CheckReport:
+    """Check and fingerprint every node with `python` (the env's interpreter on each node).
+
+    The probe prints the node's clock first; the head notes when that line arrives. The node's
+    reading lies between the probe's start and that arrival (head time), so the offset is known
+    to within half that window, which the clock finding takes into account.
+    """
+    await fleet.connect()
+    arrivals: dict[str, float] = {}
+
+    def first_output(node: str, stream: str, chunk: bytes) -> None:
+        if stream == "stdout":
+            arrivals.setdefault(node, time.time())
+
+    sent = time.time()
+    payload = {"shared": shared, "checks": [spec.as_payload() for spec in checks]}
+    results, interrupted = await fleet.probe(
+        "fingerprint", payload, python=python, timeout=timeout, on_output=first_output)
+    nodes = []
+    for node, result in zip(fleet.inventory.nodes, results):
+        state = NodeState(node.name, node.head, error=result.error)
+        if result.data is not None:
+            state.fingerprint = result.data
+            state.items = fingerprint.items(result.data)
+            state.checks = [CheckResult(**c) for c in result.data.get("checks", [])]
+            clock = _node_clock(result.command.stdout)
+            if clock is not None and node.name in arrivals:
+                middle = (sent + arrivals[node.name]) / 2
+                state.clock_offset_s = round(clock - middle, 4)
+                state.clock_uncertainty_s = round((arrivals[node.name] - sent) / 2, 4)
+        nodes.append(state)
+    return CheckReport(nodes, find_drift(nodes), interrupted)
+
+
+def _node_clock(stdout: bytes) -> float | None:
+    try:
+        return float(json.loads(stdout.split(b"\n", 1)[0])["clock"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,85 @@
+"""What `check` finds: per-node check results and fingerprints, and findings across nodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterprep.fleet import NodeError
+
+CRITICAL = "critical"
+WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One install check from the recipe: a `command` or an `import`, and what to `expect`."""
+
+    name: str
+    command: str | None = None
+    module: str | None = None
+    expect: str | None = None
+
+    def as_payload(self) -> dict[str, str]:
+        payload = {"name": self.name}
+        if self.command is not None:
+            payload["command"] = self.command
+        if self.module is not None:
+            payload["import"] = self.module
+        if self.expect is not None:
+            payload["expect"] = self.expect
+        return payload
+
+
+@dataclass
+class CheckResult:
+    """A check as it ran on one node."""
+
+    name: str
+    ok: bool
+    value: str | None
+    expected: str | None
+    message: str | None = None
+
+
+@dataclass
+class NodeState:
+    """One node's answer: its checks, its comparable fingerprint items, its clock offset."""
+
+    node: str
+    head: bool
+    checks: list[CheckResult] = field(default_factory=list)
+    items: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, Any] | None = None
+    clock_offset_s: float | None = None
+    clock_uncertainty_s: float | None = None
+    error: NodeError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(check.ok for check in self.checks)
+
+
+@dataclass
+class Finding:
+    """An item on which nodes differ: the nodes away from the reference, and every value seen."""
+
+    severity: str
+    item: str
+    nodes: list[str]
+    values: dict[str, list[str]]  # value (as text) -> nodes that have it, reference first
+    reference: str
+
+
+@dataclass
+class CheckReport:
+    """The whole answer of `clusterprep check`."""
+
+    nodes: list[NodeState]
+    findings: list[Finding]
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return (not self.interrupted and all(node.ok for node in self.nodes)
+                and not any(f.severity == CRITICAL for f in self.findings))

@@ -1,0 +1,250 @@
+"""Probe: everything about a node that changes what training code runs or how nodes talk.
+
+Runs on the node under the env's Python (stdlib only, Python 3.8+). Input on stdin (JSON):
+    {"shared": "/abs/shared/dir" | null, "checks": [{"name", "command" | "import", "expect"}]}
+Output: a first line {"clock": <node time>} printed at once (the head times its arrival to
+measure the clock offset), then one JSON object with the fingerprint and the check results.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import site
+import subprocess
+import sys
+import time
+
+print(json.dumps({"clock": time.time()}), flush=True)
+
+SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+ENV_PREFIXES = ("NCCL_", "CUDA_", "LD_", "PYTHON", "HF_", "WANDB_", "TORCH_")
+ENV_NAMES = ("OMP_NUM_THREADS", "PATH")
+
+
+def run(argv, timeout=60):
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, str(e)
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def environment():
+    found = {}
+    for name, value in os.environ.items():
+        if name.startswith(ENV_PREFIXES) or name in ENV_NAMES:
+            if SECRET.search(name):  # never report a secret, only that it is set (and which)
+                value = "<secret sha256:%s>" % hashlib.sha256(value.encode()).hexdigest()[:8]
+            found[name] = value
+    return found
+
+
+def inside(path, prefix):
+    path, prefix = os.path.realpath(path), os.path.realpath(prefix)
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def distributions():
+    """Installed distributions as imports see them: the first one on sys.path wins."""
+    try:
+        from importlib import metadata
+    except ImportError:  # Python < 3.8 has no importlib.metadata
+        return {}, []
+    packages, shadowed = {}, []
+    for dist in metadata.distributions():
+        name = (dist.metadata.get("Name") or "").lower().replace("_", "-")
+        if not name or name in packages:
+            continue
+        location = str(dist.locate_file(""))
+        entry = {"version": dist.version, "location": location}
+        files = dist.files or []
+        if any(str(f).endswith((".so", ".pyd")) for f in files):
+            record = dist.read_text("RECORD") or ""
+            entry["build"] = hashlib.sha256(record.encode()).hexdigest()[:16]
+        packages[name] = entry
+        if not inside(location, sys.prefix) and not inside(location, sys.base_prefix):
+            shadowed.append({"package": name, "version": dist.version, "location": location,
+                             "via": origin(location)})
+    return packages, shadowed
+
+
+def origin(location):
+    user_site = site.getusersitepackages() if hasattr(site, "getusersitepackages") else ""
+    if user_site and inside(location, user_site):
+        return "user site-packages"
+    for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        if entry and inside(location, entry):
+            return "PYTHONPATH"
+    return "a .pth file or other sys.path entry"
+
+
+def torch_facts():
+    try:
+        import torch  # noqa: the point is to see what this env's torch says
+    except Exception as e:  # not installed, or broken: both are facts
+        return {"error": "%s: %s" % (type(e).__name__, e)}
+    facts = {"version": torch.__version__, "cuda": torch.version.cuda}
+    try:
+        facts["cudnn"] = torch.backends.cudnn.version()
+    except Exception:
+        facts["cudnn"] = None
+    try:
+        facts["nccl"] = ".".join(str(p) for p in torch.cuda.nccl.version())
+    except Exception:
+        facts["nccl"] = None
+    try:
+        facts["gpus"] = torch.cuda.device_count()
+    except Exception:
+        facts["gpus"] = 0
+    return facts
+
+
+def nvcc():
+    path = shutil.which("nvcc") or os.path.join(sys.prefix, "bin", "nvcc")
+    if not os.path.exists(path):
+        return None
+    status, output = run([path, "--version"])
+    match = re.search(r"release ([\d.]+)", output or "")
+    return match.group(1) if match else output
+
+
+def gpus():
+    if shutil.which("nvidia-smi") is None:
+        return {"count": 0, "models": [], "driver": None}
+    status, output = run(["nvidia-smi", "--query-gpu=name,driver_version",
+                          "--format=csv,noheader"])
+    if status != 0:
+        return {"count": 0, "models": [], "driver": None, "error": output[-300:]}
+    rows = [line.split(",") for line in output.splitlines() if line.strip()]
+    return {"count": len(rows), "models": sorted({r[0].strip() for r in rows}),
+            "driver": rows[0][1].strip() if rows and len(rows[0]) > 1 else None}
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def free_bytes(path):
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        stats = os.statvfs(path or "/")
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def hf_cache():
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return os.path.join(home, "hub")
+
+
+# Imports the module, then prints its version: `__version__`, else its distribution's version.
+VERSION_OF_IMPORT = """
+import importlib, sys
+module = importlib.import_module(sys.argv[1])
+version = getattr(module, "__version__", None)
+if not isinstance(version, str):
+    try:
+        from importlib import metadata
+        top = sys.argv[1].split(".")[0]
+        names = getattr(metadata, "packages_distributions", dict)().get(top, [top])
+        version = metadata.version(names[0])
+    except Exception:
+        version = ""
+print(version)
+"""
+
+
+def check(spec):
+    """One install check, inside this env: a command (PATH starts with the env's bin) or an
+    import (in a fresh interpreter, so a crashing import cannot take the probe down)."""
+    result = {"name": spec["name"], "expected": spec.get("expect")}
+    if "import" in spec:
+        code = VERSION_OF_IMPORT
+        status, output = run([sys.executable, "-c", code, spec["import"]])
+        if status != 0:
+            lines = (output or "").splitlines()
+            result.update(ok=False, value=None,
+                          message="import failed: " + (lines[-1] if lines else "no output"))
+            return result
+        value = output.splitlines()[-1] if output else ""
+    else:
+        env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep
+                   + os.environ.get("PATH", ""))
+        try:
+            done = subprocess.run(spec["command"], shell=True, capture_output=True, text=True,
+                                  timeout=spec.get("timeout", 120), env=env)
+        except subprocess.TimeoutExpired:
+            result.update(ok=False, value=None, message="timed out")
+            return result
+        value = (done.stdout + done.stderr).strip()
+        if done.returncode != 0:
+            first = value.splitlines()[-1] if value else "no output"
+            missing = " (command not found)" if done.returncode == 127 else ""
+            result.update(ok=False, value=value[-200:] or None,
+                          message="exited %d%s: %s" % (done.returncode, missing, first))
+            return result
+    expect = spec.get("expect")
+    lines = [line for line in value.splitlines() if line.strip()]
+    if expect:
+        matching = [line for line in lines if re.search(expect, line)]
+        if not matching:
+            result.update(ok=False, value=lines[-1] if lines else "",
+                          message="does not match %r" % expect)
+            return result
+        value = matching[0]
+    elif lines:
+        value = lines[-1]
+    result.update(ok=True, value=value.strip(), message=None)
+    return result
+
+
+def main():
+    payload = json.loads(sys.stdin.read() or "{}")
+    packages, shadowed = distributions()
+    shm = free_total("/dev/shm")
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    print(json.dumps({
+        "python": {"executable": sys.executable, "version": platform.python_version(),
+                   "prefix": sys.prefix,
+                   "user_site_enabled": bool(site.ENABLE_USER_SITE)},
+        "shell_python": {name: shutil.which(name) for name in ("python", "python3")},
+        "packages": packages,
+        "shadowed": shadowed,
+        "torch": torch_facts(),
+        "nvcc": nvcc(),
+        "gpus": gpus(),
+        "system": {"kernel": platform.release(), "glibc": "-".join(platform.libc_ver()),
+                   "cpu": cpu_model(), "hostname": platform.node()},
+        "env": environment(),
+        "limits": {"open_files": nofile[0], "shm_bytes": shm},
+        "disk": {"hf_cache": hf_cache(), "hf_cache_free": free_bytes(hf_cache()),
+                 "shared_free": free_bytes(payload["shared"]) if payload.get("shared") else None},
+        "checks": [check(spec) for spec in payload.get("checks", [])],
+    }))
+
+
+def free_total(path):
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return None
+    return stats.f_blocks * stats.f_frsize
+
+
+main()

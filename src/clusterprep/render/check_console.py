@@ -1,0 +1,63 @@
+"""`clusterprep check` on a terminal: a matrix of nodes by checks, then the findings."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+
+from clusterprep.check.model import CRITICAL, CheckReport
+from clusterprep.fleet.gather import fold
+from clusterprep.render.console import stdout_console
+
+
+def check_report(report: CheckReport) -> None:
+    from rich.table import Table
+
+    console = stdout_console()
+    names = list(dict.fromkeys(c.name for node in report.nodes for c in node.checks))
+    table = Table(title="install checks")
+    table.add_column("node")
+    for name in names:
+        table.add_column(name, overflow="fold")
+    for node in report.nodes:
+        if node.error is not None:
+            cells = [f"[red]{escape(node.error.kind)}[/]"] + [""] * max(0, len(names) - 1)
+        else:
+            by_name = {c.name: c for c in node.checks}
+            cells = [_cell(by_name.get(name)) for name in names]
+        table.add_row(node.node + (" *" if node.head else ""), *cells)
+    if names or any(node.error for node in report.nodes):
+        console.print(table)
+    for node in report.nodes:
+        if node.error is not None:
+            console.print(f"[red]{node.node}[/]: {escape(node.error.kind)}: "
+                          f"{escape(node.error.message)}", soft_wrap=True)
+        for c in node.checks:
+            if not c.ok:
+                console.print(f"[red]{node.node}[/] {escape(c.name)}: {escape(c.message or '')}",
+                              soft_wrap=True)
+    _findings(report)
+
+
+def _cell(result) -> str:
+    if result is None:
+        return "-"
+    value = escape((result.value or "").strip()[:40])
+    return f"[green]ok[/] {value}" if result.ok else f"[red]FAIL[/] {value}"
+
+
+def _findings(report: CheckReport) -> None:
+    console = stdout_console()
+    if not report.findings:
+        reached = sum(1 for n in report.nodes if n.fingerprint is not None)
+        console.print(f"[green]no drift[/]: the {reached} fingerprinted nodes are identical")
+        return
+    critical = sum(1 for f in report.findings if f.severity == CRITICAL)
+    console.print(f"\n{len(report.findings)} findings ({critical} critical)")
+    for finding in report.findings:
+        colour = "red" if finding.severity == CRITICAL else "yellow"
+        console.print(f"[{colour}]{finding.severity}[/] {escape(finding.item)}: "
+                      f"{escape(fold(finding.nodes))} differ", soft_wrap=True)
+        for value, nodes in finding.values.items():
+            marker = "reference" if value == finding.reference else "         "
+            console.print(f"    {marker} {escape(fold(nodes))}: {escape(value)}",
+                          soft_wrap=True)

@@ -1,0 +1,77 @@
+"""`clusterprep check --html FILE`: one self-contained page (no network needed to view it) with
+the check matrix and the findings, for someone who was not at the terminal."""
+
+from __future__ import annotations
+
+import datetime
+from html import escape
+
+from clusterprep.check.model import CRITICAL, CheckReport
+from clusterprep.fleet.gather import fold
+
+_STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
+table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 4px 8px; }
+th { background: #f4f4f4; text-align: left; } .ok { color: #176c2c; } .fail { color: #b00020; }
+.critical { color: #b00020; font-weight: bold; } .warning { color: #9a6700; font-weight: bold; }
+.verdict { font-size: 1.2em; padding: .5em 1em; display: inline-block; border-radius: 4px; }
+.good { background: #e6f4ea; } .bad { background: #fce8e6; } code { font-size: 12px; }
+"""
+
+
+def check_page(report: CheckReport, title: str = "clusterprep check") -> str:
+    """The whole report as one HTML document (a string)."""
+    when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    verdict = ("<span class='verdict good'>ready: every check passes and no critical drift"
+               "</span>" if report.ok else
+               "<span class='verdict bad'>not ready: see the failures and findings below</span>")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
+             f"<style>{_STYLE}</style></head><body>",
+             f"<h1>{escape(title)}</h1><p>{len(report.nodes)} nodes, {escape(when)}</p>",
+             f"<p>{verdict}</p>", _matrix(report), _findings(report), "</body></html>"]
+    return "\n".join(parts)
+
+
+def _matrix(report: CheckReport) -> str:
+    names = list(dict.fromkeys(c.name for node in report.nodes for c in node.checks))
+    rows = ["<h2>Install checks</h2><table><tr><th>node</th>"
+            + "".join(f"<th>{escape(n)}</th>" for n in names) + "</tr>"]
+    for node in report.nodes:
+        label = escape(node.node) + (" (head)" if node.head else "")
+        if node.error is not None:
+            rows.append(f"<tr><td>{label}</td><td class='fail' colspan='{max(1, len(names))}'>"
+                        f"{escape(node.error.kind)}: {escape(node.error.message)}</td></tr>")
+            continue
+        by_name = {c.name: c for c in node.checks}
+        cells = []
+        for name in names:
+            c = by_name.get(name)
+            if c is None:
+                cells.append("<td>-</td>")
+            else:
+                css, mark = ("ok", "ok") if c.ok else ("fail", "FAIL")
+                detail = escape(c.value or "") + (
+                    f"<br><small>{escape(c.message)}</small>" if c.message else "")
+                cells.append(f"<td class='{css}'>{mark} {detail}</td>")
+        rows.append(f"<tr><td>{label}</td>{''.join(cells)}</tr>")
+    rows.append("</table>")
+    return "".join(rows)
+
+
+def _findings(report: CheckReport) -> str:
+    if not report.findings:
+        return "<h2>Drift</h2><p class='ok'>No drift: the nodes are identical.</p>"
+    rows = ["<h2>Drift</h2><table><tr><th>severity</th><th>item</th><th>value</th>"
+            "<th>nodes</th></tr>"]
+    for f in sorted(report.findings, key=lambda f: f.severity != CRITICAL):
+        first = True
+        for value, nodes in f.values.items():
+            head = (f"<td rowspan='{len(f.values)}' class='{f.severity}'>{f.severity}</td>"
+                    f"<td rowspan='{len(f.values)}'>{escape(f.item)}</td>") if first else ""
+            ref = " <small>(reference)</small>" if value == f.reference else ""
+            rows.append(f"<tr>{head}<td><code>{escape(value)}</code>{ref}</td>"
+                        f"<td>{escape(fold(nodes))}</td></tr>")
+            first = False
+    rows.append("</table>")
+    return "".join(rows)
