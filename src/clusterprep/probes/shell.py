@@ -97,6 +97,8 @@ def main():
                 rest = b"" if data is None else data[:span[0]] + data[span[1]:] if span else data
                 like = os.stat(path) if data is not None else None
                 write_atomic(path, desired(not created, spec["block"]) + rest, like)
+                if not state(path, spec["block"])[2]:
+                    raise BlockError("~/.bashrc does not read back as written")
             answer = {"ok": True, "changed": not right, "path": path}
         else:  # remove
             if span is None:

@@ -48,6 +48,7 @@ class ShellStep(Step):
     scope = "all"
     summary = "~/.bashrc initialises the env, also for non-interactive ssh"
     probe_name = "shell"
+    verify_after_apply = False  # the probe re-reads ~/.bashrc after writing it
 
     def __init__(self, mode: str = "probe") -> None:
         self.mode = mode
