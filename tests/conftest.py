@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Tests that import clusterprep get this checkout's, not another installed copy.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import cluster  # noqa: E402  (needs the sys.path line above)
 

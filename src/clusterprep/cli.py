@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -16,7 +17,11 @@ from clusterprep import __version__
 from clusterprep.errors import ClusterprepError, UsageError
 from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, SshOptions
 from clusterprep.inventory import Inventory, load_inventory
-from clusterprep.render import console, jsonout
+from clusterprep.recipe import DEFAULT_RECIPE, load_recipe
+from clusterprep.recipe import read_text as read_recipe_text
+from clusterprep.render import console, jsonout, steps_console, steps_json
+from clusterprep.steps import STEP_NAMES
+from clusterprep.steps.runner import run_down, run_steps, select_steps
 from clusterprep.survey import survey
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -80,7 +85,61 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stream", action="store_true",
                      help="print lines as they arrive, prefixed by node, instead of grouping")
     run.set_defaults(handler=cmd_run)
+    _add_setup_commands(commands, common)
     return parser
+
+
+def _add_setup_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    recipe_options = argparse.ArgumentParser(add_help=False)
+    group = recipe_options.add_argument_group("recipe options")
+    group.add_argument("-r", "--recipe", metavar="NAME|FILE", default=None,
+                       help=f"built-in recipe name or TOML file (default: {DEFAULT_RECIPE})")
+    group.add_argument("--shared-dir", metavar="DIR", default=None,
+                       help="the shared folder (over $SHAREDDIR and the recipe's [shared] dir)")
+    step_names = ",".join(STEP_NAMES)
+    selection = argparse.ArgumentParser(add_help=False)
+    selection.add_argument("--only", type=_step_list, metavar="STEP,...",
+                           help=f"run only these steps ({step_names})")
+    selection.add_argument("--skip", type=_step_list, metavar="STEP,...",
+                           help="run every step but these")
+
+    up = commands.add_parser(
+        "up", parents=[common, recipe_options, selection],
+        help="set up every node as the recipe says (idempotent, resumable)",
+        description="Run the setup steps in order (" + ", ".join(STEP_NAMES) + "): each probes "
+                    "every node, changes only what differs, then verifies. A node that is down "
+                    "or fails does not stop the others; run `up` again to finish the job.")
+    up.set_defaults(handler=cmd_up, dry_run=False)
+
+    plan = commands.add_parser(
+        "plan", parents=[common, recipe_options, selection],
+        help="show what `up` would change on each node, changing nothing")
+    plan.set_defaults(handler=cmd_up, dry_run=True)
+
+    down = commands.add_parser(
+        "down", parents=[common, recipe_options],
+        help="undo a step on every node (shell: remove the ~/.bashrc block)")
+    down.add_argument("what", choices=["shell"], help="what to undo")
+    down.set_defaults(handler=cmd_down)
+
+    recipe = commands.add_parser("recipe", help="show a recipe, or write one to edit")
+    actions = recipe.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="print a recipe (default: the built-in one)")
+    show.add_argument("name", nargs="?", default=None, metavar="NAME|FILE")
+    show.set_defaults(handler=cmd_recipe_show)
+    init = actions.add_parser("init", help="write the default recipe to FILE, to edit")
+    init.add_argument("file", metavar="FILE")
+    init.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    init.set_defaults(handler=cmd_recipe_init)
+
+
+def _step_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STEP_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown step {', '.join(unknown) or repr(text)} (steps: {', '.join(STEP_NAMES)})")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +219,65 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_OK if outcome.ok else EXIT_FAILED
 
     return _run_async(work)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """`up` and `plan` (args.dry_run): the steps over every node, then the summary."""
+    recipe = load_recipe(args.recipe, args.shared_dir)
+    steps = select_steps(args.only, args.skip, recipe)
+    inventory = _inventory(args)
+
+    async def work() -> int:
+        progress = None if args.json else steps_console.StepProgress(steps, len(inventory))
+        try:
+            async with Fleet(inventory, _ssh_options(args)) as fleet:
+                result = await run_steps(fleet, recipe, steps, dry_run=args.dry_run,
+                                         timeout=args.timeout, listener=progress)
+        finally:
+            if progress is not None:
+                progress.close()
+        if args.json:
+            jsonout.emit(steps_json.up_document(result, inventory.warnings))
+        else:
+            steps_console.summary(result)
+        if result.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if result.ok else EXIT_FAILED
+
+    return _run_async(work)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, args.shared_dir)
+    inventory = _inventory(args)
+
+    async def work() -> int:
+        async with Fleet(inventory, _ssh_options(args)) as fleet:
+            result = await run_down(fleet, recipe, timeout=args.timeout)
+        if args.json:
+            jsonout.emit(steps_json.up_document(result, inventory.warnings))
+        else:
+            steps_console.down_summary(result)
+        return EXIT_OK if result.ok else EXIT_FAILED
+
+    return _run_async(work)
+
+
+def cmd_recipe_show(args: argparse.Namespace) -> int:
+    _, text = read_recipe_text(args.name)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
+
+
+def cmd_recipe_init(args: argparse.Namespace) -> int:
+    target = Path(args.file)
+    if target.exists() and not args.force:
+        raise UsageError(f"{target} exists; use --force to overwrite it")
+    _, text = read_recipe_text(None)
+    target.write_text(text, encoding="utf-8")
+    console.stderr_console.print(f"wrote {target}: edit it, then `clusterprep up -r {target}`",
+                                 markup=False)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -37,3 +37,18 @@ class SshConfigError(ClusterprepError):
 
 class UsageError(ClusterprepError):
     """A command-line option with a value that cannot work."""
+
+
+class RecipeError(ClusterprepError):
+    """A recipe that cannot be used: unreadable TOML, an unknown key, a bad or missing value.
+
+    Attributes:
+        path: the recipe file (or `builtin:NAME`).
+        key: the dotted key at fault (`env.backend`), or None for the file as a whole.
+    """
+
+    def __init__(self, path: str, key: str | None, message: str) -> None:
+        self.path = path
+        self.key = key
+        where = f"{path}: {key}" if key else path
+        super().__init__(f"{where}: {message}")

@@ -1,0 +1,150 @@
+"""What `up` tests stand on, built locally (no network): a wheelhouse, a git repository, a
+Miniconda stand-in, and recipes that use them.
+
+The stand-ins replace only what cannot be reached from here: PyPI (a one-wheel wheelhouse),
+GitHub (a local repository) and repo.anaconda.com (an installer with Miniconda's command-line
+contract: `-b -p PREFIX`, `PREFIX/bin/conda`, `PREFIX/etc/profile.d/conda.sh`). clusterprep's
+own code path is the real one: download through urllib, sha256, `bash installer -b -p`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import zipfile
+from pathlib import Path
+
+WHEEL_NAME = "hello_cp"
+WHEEL_VERSION = "1.0"
+
+
+def system_python_version() -> str:
+    """The major.minor of the nodes' python3 (nodes see only the system PATH)."""
+    out = subprocess.run(["/usr/bin/python3", "-c", "import sys; print('%d.%d' % "
+                          "sys.version_info[:2])"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def make_wheelhouse(folder: Path) -> Path:
+    """A folder with one pure-Python wheel, `hello_cp 1.0`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dist = f"{WHEEL_NAME}-{WHEEL_VERSION}"
+    files = {
+        f"{WHEEL_NAME}/__init__.py": f"VERSION = {WHEEL_VERSION!r}\n",
+        f"{dist}.dist-info/METADATA":
+            f"Metadata-Version: 2.1\nName: hello-cp\nVersion: {WHEEL_VERSION}\n",
+        f"{dist}.dist-info/WHEEL":
+            "Wheel-Version: 1.0\nGenerator: setupkit\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{name},,\n" for name in files) + f"{dist}.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(folder / f"{dist}-py3-none-any.whl", "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+        wheel.writestr(f"{dist}.dist-info/RECORD", record)
+    return folder
+
+
+def make_git_repo(folder: Path) -> str:
+    """A git repository with two commits; returns the first commit (the pinned one)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    folder.mkdir(parents=True)
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (folder / "README").write_text("pinned\n")
+    git("add", "README")
+    git("commit", "-qm", "pinned")
+    pinned = git("rev-parse", "HEAD")
+    (folder / "README").write_text("later\n")
+    git("commit", "-qam", "later")
+    return pinned
+
+
+FAKE_MINICONDA = r"""#!/bin/bash
+# Test stand-in for Miniconda3-*-Linux-x86_64.sh: the same command line (-b -p PREFIX [-u]).
+set -e
+prefix=""; batch=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -b) batch=1 ;;
+        -u) ;;
+        -p) prefix="$2"; shift ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ "$batch" = 1 ] && [ -n "$prefix" ] || { echo "usage: -b -p PREFIX" >&2; exit 2; }
+echo "PREFIX=$prefix"
+mkdir -p "$prefix/bin" "$prefix/etc/profile.d"
+cat > "$prefix/bin/conda" <<'CONDA'
+#!/bin/bash
+case "$1" in
+    --version) echo "conda 24.9.2" ;;
+    create)  # create -y -p PREFIX python=X.Y: a venv of the system python stands in
+        shift; target=""
+        while [ $# -gt 0 ]; do [ "$1" = -p ] && { target="$2"; shift; }; shift; done
+        /usr/bin/python3 -m venv "$target" ;;
+    install) echo "conda install $*" ;;
+    *) echo "fake conda: $1 not supported" >&2; exit 2 ;;
+esac
+CONDA
+chmod +x "$prefix/bin/conda"
+cat > "$prefix/etc/profile.d/conda.sh" <<SH
+conda() {
+    if [ "\$1" = activate ]; then . "\$2/bin/activate"; else "$prefix/bin/conda" "\$@"; fi
+}
+SH
+echo "installation finished."
+"""
+
+
+def make_fake_miniconda(folder: Path) -> tuple[str, str]:
+    """The stand-in installer; returns its file:// URL and its sha256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    installer = folder / "Miniconda3-test-Linux-x86_64.sh"
+    installer.write_text(FAKE_MINICONDA)
+    return installer.as_uri(), hashlib.sha256(installer.read_bytes()).hexdigest()
+
+
+def venv_recipe(path: Path, shared: Path | str, repo: Path, rev: str, wheelhouse: Path,
+                extra_commands: tuple[str, ...] = ()) -> Path:
+    commands = [f"{{env.pip}} install --no-index --find-links {wheelhouse} "
+                f"hello-cp=={{pins.hello-cp}}", *extra_commands]
+    path.write_text(f"""
+[shared]
+dir = "{shared}"
+
+[env]
+backend = "venv"
+name = "demo"
+python = "{system_python_version()}"
+
+[repo]
+url = "{repo}"
+rev = "{rev}"
+
+[pins]
+hello-cp = "{WHEEL_VERSION}"
+
+[install]
+commands = {commands!r}
+""".replace("'", '"'))
+    return path
+
+
+def conda_recipe(path: Path, shared: Path, url: str, sha256: str) -> Path:
+    path.write_text(f"""
+[shared]
+dir = "{shared}"
+
+[env]
+backend = "conda"
+name = "demo"
+python = "{system_python_version()}"
+installer_url = "{url}"
+installer_sha256 = "{sha256}"
+""")
+    return path
