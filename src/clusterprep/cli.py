@@ -275,8 +275,7 @@ def cmd_recipe_init(args: argparse.Namespace) -> int:
         raise UsageError(f"{target} exists; use --force to overwrite it")
     _, text = read_recipe_text(None)
     target.write_text(text, encoding="utf-8")
-    console.stderr_console.print(f"wrote {target}: edit it, then `clusterprep up -r {target}`",
-                                 markup=False)
+    console.note(f"wrote {target}: edit it, then `clusterprep up -r {target}`")
     return EXIT_OK
 
 

@@ -33,6 +33,10 @@ def stdout_console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
+def note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
