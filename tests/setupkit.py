@@ -10,6 +10,7 @@ own code path is the real one: download through urllib, sha256, `bash installer 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -148,3 +149,47 @@ installer_url = "{url}"
 installer_sha256 = "{sha256}"
 """)
     return path
+
+
+def install_fake_distribution(site_packages: Path, name: str, version: str) -> None:
+    """Put distribution `name` `version` (a module plus its dist-info) into a site folder, the
+    way pip would leave it: enough for imports and importlib.metadata to find it."""
+    module = name.replace("-", "_")
+    site_packages.mkdir(parents=True, exist_ok=True)
+    (site_packages / f"{module}.py").write_text(f"VERSION = {version!r}\n")
+    info = site_packages / f"{module}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "RECORD").write_text(f"{module}.py,,\n{info.name}/METADATA,,\n{info.name}/RECORD,,\n")
+    (info / "top_level.txt").write_text(f"{module}\n")
+
+
+def add_to_bashrc(home: Path, line: str) -> None:
+    """Add a line to a node's ~/.bashrc where non-interactive ssh commands see it: before the
+    Debian interactive guard (`case $- in`)."""
+    bashrc = home / ".bashrc"
+    text = bashrc.read_text()
+    guard = text.index("case $- in")
+    bashrc.write_text(text[:guard] + line + "\n" + text[guard:])
+
+
+def make_bare_venv(prefix: Path) -> None:
+    """A venv of the nodes' system python, without pip (fast, no network)."""
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(prefix)], check=True)
+
+
+def make_base_python(prefix: Path) -> Path:
+    """A Python installed at `prefix` the way conda installs one (a base interpreter, not a
+    venv): it honours user site-packages, which come BEFORE its own site folder on sys.path.
+    Made from the nodes' system python: its binary copied, its standard library linked.
+    Returns the interpreter's own site folder."""
+    version = system_python_version()
+    (prefix / "bin").mkdir(parents=True)
+    shutil.copy2(f"/usr/bin/python{version}", prefix / "bin" / "python")
+    stdlib = prefix / "lib" / f"python{version}"
+    stdlib.mkdir(parents=True)
+    for entry in Path(f"/usr/lib/python{version}").iterdir():
+        (stdlib / entry.name).symlink_to(entry)
+    site = stdlib / "dist-packages"  # Debian's python names its site folders so
+    site.mkdir()
+    return site

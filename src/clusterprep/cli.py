@@ -9,17 +9,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from clusterprep import __version__
+from clusterprep.check.inspect import inspect
 from clusterprep.errors import ClusterprepError, UsageError
 from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, SshOptions
 from clusterprep.inventory import Inventory, load_inventory
+from clusterprep.localfiles import write_atomically
 from clusterprep.recipe import DEFAULT_RECIPE, load_recipe
 from clusterprep.recipe import read_text as read_recipe_text
-from clusterprep.render import console, jsonout, steps_console, steps_json
+from clusterprep.render import check_console, console, html, jsonout, steps_console, steps_json
 from clusterprep.steps import STEP_NAMES
 from clusterprep.steps.runner import run_down, run_steps, select_steps
 from clusterprep.survey import survey
@@ -86,16 +88,38 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print lines as they arrive, prefixed by node, instead of grouping")
     run.set_defaults(handler=cmd_run)
     _add_setup_commands(commands, common)
+    _add_check_command(commands, common)
     return parser
 
 
-def _add_setup_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+def _recipe_options() -> argparse.ArgumentParser:
     recipe_options = argparse.ArgumentParser(add_help=False)
     group = recipe_options.add_argument_group("recipe options")
     group.add_argument("-r", "--recipe", metavar="NAME|FILE", default=None,
                        help=f"built-in recipe name or TOML file (default: {DEFAULT_RECIPE})")
     group.add_argument("--shared-dir", metavar="DIR", default=None,
                        help="the shared folder (over $SHAREDDIR and the recipe's [shared] dir)")
+    return recipe_options
+
+
+def _add_check_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    check = commands.add_parser(
+        "check", parents=[common, _recipe_options()],
+        help="run the install checks on every node and show how nodes differ",
+        description="Run the recipe's install checks on every node, inside the env, and "
+                    "fingerprint every node (packages and their builds, torch/CUDA/NCCL, "
+                    "driver, GPUs, environment variables, shadowing packages, clock) in one "
+                    "round trip each. Exit 0 only when every check passes everywhere and no "
+                    "difference between nodes is critical.")
+    check.add_argument("--python", metavar="PATH", default=None,
+                       help="the interpreter to check on each node (default: the env's)")
+    check.add_argument("--html", metavar="FILE", default=None,
+                       help="also write a self-contained HTML report to FILE")
+    check.set_defaults(handler=cmd_check)
+
+
+def _add_setup_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    recipe_options = _recipe_options()
     step_names = ",".join(STEP_NAMES)
     selection = argparse.ArgumentParser(add_help=False)
     selection.add_argument("--only", type=_step_list, metavar="STEP,...",
@@ -259,6 +283,29 @@ def cmd_down(args: argparse.Namespace) -> int:
         else:
             steps_console.down_summary(result)
         return EXIT_OK if result.ok else EXIT_FAILED
+
+    return _run_async(work)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, args.shared_dir)
+    inventory = _inventory(args)
+
+    async def work() -> int:
+        async with Fleet(inventory, _ssh_options(args)) as fleet:
+            report = await inspect(fleet, recipe.checks, python=args.python or recipe.env.python,
+                                   shared=recipe.shared_dir, timeout=args.timeout)
+        if args.html:
+            write_atomically(Path(args.html), html.check_page(report).encode())
+        if args.json:
+            jsonout.emit(jsonout.check_document(report, inventory.warnings))
+        else:
+            check_console.check_report(report)
+            if args.html:
+                console.note(f"report written to {args.html}")
+        if report.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if report.ok else EXIT_FAILED
 
     return _run_async(work)
 

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from clusterprep import settings
+from clusterprep.check.model import CheckSpec
 from clusterprep.errors import RecipeError
 
 if sys.version_info >= (3, 11):
@@ -41,7 +42,9 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "repo": {"url": str, "rev": str, "path": str},
     "pins": FREE,
     "install": {"commands": list},
+    "checks": list,  # [[checks]]: an array of tables, see _CHECK_KEYS
 }
+_CHECK_KEYS = {"name": str, "command": str, "import": str, "expect": str}
 _PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.-]+)?)\}")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -98,6 +101,7 @@ class Recipe:
     repo: RepoSpec | None
     pins: dict[str, str]
     install_commands: list[str] = field(default_factory=list)
+    checks: list[CheckSpec] = field(default_factory=list)
 
 
 def builtin_names() -> list[str]:
@@ -144,9 +148,12 @@ def _check_schema(source: str, data: dict[str, Any]) -> None:
     for section, value in data.items():
         if section not in _SCHEMA:
             raise RecipeError(source, section, f"unknown section (known: {', '.join(_SCHEMA)})")
+        keys = _SCHEMA[section]
+        if keys is list:
+            _check_array_of_tables(source, section, value)
+            continue
         if not isinstance(value, dict):
             raise RecipeError(source, section, "must be a table, as [section]")
-        keys = _SCHEMA[section]
         if keys is FREE:
             continue
         for key, item in value.items():
@@ -162,6 +169,30 @@ def _check_schema(source: str, data: dict[str, Any]) -> None:
                                   f"must be a {_type_name(expected)}, not {type(item).__name__}")
 
 
+def _check_array_of_tables(source: str, section: str, value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise RecipeError(source, section, f"must be an array of tables, as [[{section}]]")
+    for i, table in enumerate(value):
+        for key, item in table.items():
+            where = f"{section}[{i}].{key}"
+            if key not in _CHECK_KEYS:
+                raise RecipeError(source, where, f"unknown key (known in [[{section}]]: "
+                                  f"{', '.join(_CHECK_KEYS)})")
+            if not isinstance(item, str):
+                raise RecipeError(source, where, f"must be a string, not {type(item).__name__}")
+        if "name" not in table:
+            raise RecipeError(source, f"{section}[{i}].name", "is required")
+        if ("command" in table) == ("import" in table):
+            raise RecipeError(source, f"{section}[{i}]",
+                              "needs exactly one of `command` or `import`")
+        if "expect" in table:
+            try:
+                re.compile(table["expect"])
+            except re.error as e:
+                raise RecipeError(source, f"{section}[{i}].expect",
+                                  f"not a regular expression: {e}") from e
+
+
 def _type_name(kind: type) -> str:
     return {str: "string", bool: "boolean (true or false)", list: "list"}.get(kind, kind.__name__)
 
@@ -173,14 +204,15 @@ class _Expander:
         self.source = source
         self.values: dict[str, str] = {}
 
-    def __call__(self, key: str, text: str) -> str:
+    def __call__(self, key: str, text: str, regex: bool = False) -> str:
+        """Expand `text`; with `regex`, values are escaped so that they match themselves."""
         def one(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in self.values:
                 known = ", ".join("{" + k + "}" for k in self.values)
                 raise RecipeError(self.source, key,
                                   f"unknown placeholder {{{name}}} (known here: {known})")
-            return self.values[name]
+            return re.escape(self.values[name]) if regex else self.values[name]
 
         return _PLACEHOLDER.sub(one, text)
 
@@ -269,6 +301,17 @@ def _build(source: str, data: dict[str, Any], shared_override: str | None) -> Re
     if install and repo is None:
         raise RecipeError(source, "install.commands", "install commands run from the repo "
                           "folder: add a [repo] section")
+    checks = [
+        CheckSpec(
+            name=table["name"],
+            command=expand(f"checks[{i}].command", table["command"]) if "command" in table
+            else None,
+            module=table.get("import"),
+            expect=expand(f"checks[{i}].expect", table["expect"], regex=True)
+            if "expect" in table else None,
+        )
+        for i, table in enumerate(data.get("checks", []))
+    ]
     return Recipe(
         source=source,
         name=get("recipe", "name", Path(source.removeprefix("builtin:")).stem),
@@ -279,6 +322,7 @@ def _build(source: str, data: dict[str, Any], shared_override: str | None) -> Re
         repo=repo,
         pins=dict(pins),
         install_commands=install,
+        checks=checks,
     )
 
 

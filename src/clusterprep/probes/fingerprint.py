@@ -194,10 +194,10 @@ def check(spec):
             return result
         value = (done.stdout + done.stderr).strip()
         if done.returncode != 0:
-            first = value.splitlines()[-1] if value else "no output"
+            last = value.splitlines()[-1].strip()[:200] if value else ""
             missing = " (command not found)" if done.returncode == 127 else ""
-            result.update(ok=False, value=value[-200:] or None,
-                          message="exited %d%s: %s" % (done.returncode, missing, first))
+            result.update(ok=False, value=last or None, message="exited %d%s: %s" % (
+                done.returncode, missing, last or "no output"))
             return result
     expect = spec.get("expect")
     lines = [line for line in value.splitlines() if line.strip()]

@@ -1,0 +1,154 @@
+"""`clusterprep check`: the install check on every node, and proof that no node differs.
+
+Nodes are made to differ the way real ones do, and each difference must be caught and named.
+The env is the venv that `up` builds from a local wheelhouse (hello-cp 1.0, see setupkit.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import setupkit
+from setupkit import add_to_bashrc, install_fake_distribution
+
+SITE = f"lib/python{setupkit.system_python_version()}/site-packages"
+
+
+@pytest.fixture
+def checked_cluster(make_cluster, cli, tmp_path):
+    """A 4-node cluster where `up` built the env (hello-cp 1.0) but did not touch .bashrc."""
+    sim = make_cluster(4)
+    wheelhouse = setupkit.make_wheelhouse(tmp_path / "wheelhouse")
+    repo = tmp_path / "repo"
+    rev = setupkit.make_git_repo(repo)
+    recipe = setupkit.venv_recipe(tmp_path / "recipe.toml", sim.shared, repo, rev, wheelhouse)
+    with recipe.open("a") as f:
+        f.write('\n[[checks]]\nname = "python"\ncommand = "python --version"\n'
+                'expect = "^Python {env.python_version}"\n'
+                '\n[[checks]]\nname = "hello-cp"\nimport = "hello_cp"\n'
+                'expect = "^{pins.hello-cp}$"\n')
+    args = ["-n", str(sim.nodes_file), "-F", str(sim.ssh_config), "-r", str(recipe)]
+    done = cli("up", *args, "--skip", "shell")
+    assert done.exit_code == 0, done.stdout + done.stderr
+    return sim, args
+
+
+def findings(document: dict) -> dict[str, dict]:
+    return {f["item"]: f for f in document["findings"]}
+
+
+def test_identical_nodes_pass_with_no_findings(checked_cluster, cli, tmp_path):
+    sim, args = checked_cluster
+    result = cli("check", *args, "--json")
+    document = result.json()
+    assert result.exit_code == 0, result.stdout
+    assert document["ok"] is True and document["findings"] == []
+    for node in document["nodes"]:
+        assert [(c["name"], c["ok"]) for c in node["checks"]] == [("python", True),
+                                                                  ("hello-cp", True)]
+        assert node["checks"][1]["value"] == "1.0"
+        assert node["fingerprint"]["packages"]["hello-cp"]["version"] == "1.0"
+        assert abs(node["clock_offset_s"]) < 1
+
+    page = tmp_path / "report.html"
+    text = cli("check", *args, "--html", str(page))
+    assert text.exit_code == 0 and "no drift" in text.stdout
+    html = page.read_text()
+    assert "No drift" in html and "node04" in html
+    assert not re.search(r"(src|href)=['\"]?https?:", html)  # viewable without a network
+
+
+def test_a_package_in_one_nodes_user_site_is_caught_then_neutralised_by_up(
+        checked_cluster, cli):
+    sim, args = checked_cluster
+    # A conda env's python honours user site-packages, and they come first on its sys.path;
+    # a venv's python ignores them. So this test checks an interpreter laid out as conda's.
+    site = setupkit.make_base_python(sim.shared / "conda-like")
+    install_fake_distribution(site, "hello-cp", "1.0")
+    python = ["--python", str(sim.shared / "conda-like" / "bin" / "python")]
+    node03 = sim.node("node03")
+    install_fake_distribution(node03.home / ".local" / SITE, "hello-cp", "2.0")
+
+    result = cli("check", *args, *python, "--json")
+    document = result.json()
+    assert result.exit_code == 1
+    found = findings(document)
+    assert found["package:hello-cp"]["severity"] == "critical"
+    assert found["package:hello-cp"]["nodes"] == ["node03"]
+    assert found["package:hello-cp"]["values"] == {"1.0": ["node01", "node02", "node04"],
+                                                   "2.0": ["node03"]}
+    shadow = found["shadowed:hello-cp"]
+    assert shadow["nodes"] == ["node03"] and "user site-packages" in list(shadow["values"])[1]
+    by_node = {n["node"]: n for n in document["nodes"]}
+    assert by_node["node03"]["checks"][1] == {
+        "name": "hello-cp", "ok": False, "value": "2.0", "expected": "^1\\.0$",
+        "message": "does not match '^1\\\\.0$'"}
+
+    table = cli("check", *args, *python)
+    assert "critical package:hello-cp: node03 differ" in table.stdout
+
+    # `up` exports PYTHONNOUSERSITE=True in every node's shell: the stray package is ignored.
+    assert cli("up", *args, "--only", "shell").exit_code == 0
+    after = cli("check", *args, *python, "--json")
+    assert after.exit_code == 0, after.stdout
+    assert after.json()["findings"] == []
+    for node in after.json()["nodes"]:
+        assert node["fingerprint"]["python"]["user_site_enabled"] is False
+        assert node["fingerprint"]["env"]["PYTHONNOUSERSITE"] == "True"
+
+
+def test_pythonpath_nccl_variables_and_another_python_on_path_are_named(checked_cluster, cli):
+    sim, args = checked_cluster
+    assert cli("up", *args, "--only", "shell").exit_code == 0
+    node01, node02, node04 = sim.node("node01"), sim.node("node02"), sim.node("node04")
+    install_fake_distribution(node02.home / "extra", "hello-cp", "3.0")
+    add_to_bashrc(node02.home, "export PYTHONPATH=/root/extra")
+    add_to_bashrc(node04.home, "export NCCL_DEBUG=INFO")
+    (node01.home / "bin").mkdir()
+    (node01.home / "bin" / "python").symlink_to("/usr/bin/python3")
+    add_to_bashrc(node01.home, 'export PATH="/root/bin:$PATH"')
+
+    result = cli("check", *args, "--json")
+    assert result.exit_code == 1
+    found = findings(result.json())
+    assert found["shadowed:hello-cp"]["nodes"] == ["node02"]
+    assert "PYTHONPATH" in list(found["shadowed:hello-cp"]["values"])[1]
+    assert found["env:PYTHONPATH"]["severity"] == "critical"
+    assert found["env:NCCL_DEBUG"] == {
+        "severity": "warning", "item": "env:NCCL_DEBUG", "nodes": ["node04"],
+        "values": {"(absent)": ["node01", "node02", "node03"], "INFO": ["node04"]},
+        "reference": "(absent)"}
+    python = found["shell:python on PATH"]
+    assert python["severity"] == "critical" and python["nodes"] == ["node01"]
+    assert python["values"]["/root/bin/python"] == ["node01"]
+
+
+def test_a_node_missing_a_package_is_named(make_cluster, cli, tmp_path):
+    # Envs that live on each node (not in the shared folder), one of them incomplete.
+    sim = make_cluster(3)
+    for node in sim.nodes:
+        setupkit.make_bare_venv(node.home / "env")
+        if node.name != "node02":
+            install_fake_distribution(node.home / "env" / SITE, "hello-cp", "1.0")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[shared]\ndir = "{sim.shared}"\n[env]\nbackend = "venv"\n'
+                      f'name = "e"\npython = "{setupkit.system_python_version()}"\n')
+    result = cli("check", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config), "-r",
+                 str(recipe), "--python", "/root/env/bin/python", "--json")
+    assert result.exit_code == 1
+    missing = findings(result.json())["package:hello-cp"]
+    assert missing["nodes"] == ["node02"]
+    assert missing["values"] == {"1.0": ["node01", "node03"], "(absent)": ["node02"]}
+
+
+def test_an_unreachable_node_and_a_missing_env_are_named(checked_cluster, cli):
+    sim, args = checked_cluster
+    sim.node("node02").stop()
+    result = cli("check", *args, "--json", "--connect-timeout", "2",
+                 "--python", "/no/such/env/bin/python")
+    document = result.json()
+    assert result.exit_code == 1
+    by_node = {n["node"]: n for n in document["nodes"]}
+    assert by_node["node02"]["error"]["kind"] == "refused"
+    assert "/no/such/env/bin/python" in by_node["node01"]["error"]["message"]
