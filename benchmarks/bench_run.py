@@ -19,39 +19,22 @@ import asyncio
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "src"))
+from benchkit import clusterprep, timed
+from cluster import SimCluster
 
-from cluster import SimCluster  # noqa: E402
-
-from clusterprep.fleet import Fleet, SshOptions  # noqa: E402
-from clusterprep.inventory import parse_nodes_file  # noqa: E402
-
-
-def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
-    started = time.monotonic()
-    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
-    elapsed = time.monotonic() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed ({done.returncode}): {done.stderr[-500:]}")
-    return elapsed
+from clusterprep.fleet import Fleet, SshOptions
+from clusterprep.inventory import parse_nodes_file
 
 
 def contenders(sim: SimCluster) -> dict[str, tuple[list[str], dict[str, str] | None]]:
     config, nodes = str(sim.ssh_config), str(sim.nodes_file)
     names = ",".join(node.name for node in sim.nodes)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return {
-        "clusterprep run": ([sys.executable, "-m", "clusterprep", "run", "-n", nodes,
-                             "-F", config, "true"], env),
+        "clusterprep run": clusterprep("run", "-n", nodes, "-F", config, "true"),
         "pdsh -R ssh (fanout 32, its default)": (
             ["pdsh", "-R", "ssh", "-w", "^" + nodes, "true"],
             {**os.environ, "PDSH_SSH_ARGS": f"-F {config} -x %h"}),

@@ -1,0 +1,66 @@
+"""`clusterprep check` on 1 node against 64 nodes of the simulated cluster.
+
+The interpreter checked is the nodes' system python (a real one, with its real packages), with
+two install checks; everything else (fingerprint probe, clock, drift) is the real command.
+Whole process timed, first contact included; median of --repeat runs.
+
+Usage (as root): python3 benchmarks/bench_check.py [--sizes 1 64] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+from benchkit import clusterprep, timed
+from cluster import SimCluster
+
+RECIPE = """
+[shared]
+dir = "{shared}"
+[env]
+backend = "venv"
+name = "bench"
+python = "3"
+[[checks]]
+name = "python"
+command = "python3 --version"
+expect = "^Python 3"
+[[checks]]
+name = "json"
+import = "json"
+"""
+
+
+def measure(size: int, repeat: int, work: Path) -> float:
+    with SimCluster(work / f"cluster{size}", size) as sim:
+        sim.start()
+        sim.learn_host_keys()
+        recipe = work / f"recipe{size}.toml"
+        recipe.write_text(RECIPE.format(shared=sim.shared))
+        argv, env = clusterprep("check", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config),
+                                "-r", str(recipe), "--python", "/usr/bin/python3", "--json")
+        timed(argv, env)  # warm the page cache
+        return statistics.median(timed(argv, env) for _ in range(repeat))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-check-", dir="/tmp") as work:
+        times = {size: measure(size, args.repeat, Path(work)) for size in args.sizes}
+    base = times[args.sizes[0]]
+    print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    print("| nodes | `clusterprep check` (s) | ratio to 1 node |")
+    print("|---:|---:|---:|")
+    for size, seconds in times.items():
+        print(f"| {size} | {seconds:.3f} | {seconds / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
