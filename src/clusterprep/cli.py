@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -16,7 +18,9 @@ from clusterprep import __version__
 from clusterprep.errors import ClusterprepError, UsageError
 from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, SshOptions
 from clusterprep.inventory import Inventory, load_inventory
+from clusterprep import tracking
 from clusterprep.render import console, jsonout
+from clusterprep.render import tracking as tracking_render
 from clusterprep.survey import survey
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -80,7 +84,51 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stream", action="store_true",
                      help="print lines as they arrive, prefixed by node, instead of grouping")
     run.set_defaults(handler=cmd_run)
+
+    _add_wandb_commands(commands, common)
     return parser
+
+
+def _add_wandb_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    wandb = commands.add_parser(
+        "wandb", help="log every node into Weights & Biases, verify it, log out",
+        description="Weights & Biases on every node. The W&B server is $WANDB_BASE_URL, "
+                    "else https://api.wandb.ai.")
+    actions = wandb.add_subparsers(dest="wandb_command", required=True, metavar="ACTION")
+
+    login = actions.add_parser(
+        "login", parents=[common], help="put the API key into every node's netrc",
+        description="Write the W&B API key into every node's $NETRC or ~/.netrc (mode 0600), "
+                    "as `wandb login` does, keeping every other entry. The key comes from "
+                    f"{tracking.KEY_SOURCES}; never from the command line. It travels to the "
+                    "nodes on the SSH channel's stdin only.")
+    login.add_argument("--key-file", metavar="FILE",
+                       help="read the key from FILE (its first and only word)")
+    login.set_defaults(handler=cmd_wandb_login)
+
+    verify = actions.add_parser(
+        "verify", parents=[common], help="prove every node can log to W&B",
+        description="On every node, under --python: wandb imports, finds the login, and logs "
+                    "one metric in a run named after the node. Online when the W&B server "
+                    "answers from here, else offline (WANDB_MODE=offline).")
+    mode = verify.add_mutually_exclusive_group()
+    mode.add_argument("--online", dest="mode", action="store_const", const="online",
+                      help="log to the W&B server (the tutorial's check); fail if it is "
+                           "unreachable")
+    mode.add_argument("--offline", dest="mode", action="store_const", const="offline",
+                      help="log an offline run on every node, without the server")
+    verify.add_argument("--python", default="python3", metavar="PATH",
+                        help="the env's python on the nodes (default python3)")
+    verify.add_argument("--project", default=tracking.DEFAULT_PROJECT, metavar="NAME",
+                        help=f"W&B project of the check runs (default "
+                             f"{tracking.DEFAULT_PROJECT})")
+    verify.set_defaults(handler=cmd_wandb_verify, mode=None)
+
+    logout = actions.add_parser(
+        "logout", parents=[common], help="remove the W&B entry from every node's netrc",
+        description="Remove the W&B server's entry from every node's netrc; every other entry "
+                    "stays as it was.")
+    logout.set_defaults(handler=cmd_wandb_logout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +206,69 @@ def cmd_run(args: argparse.Namespace) -> int:
         if outcome.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_OK if outcome.ok else EXIT_FAILED
+
+    return _run_async(work)
+
+
+
+def _hidden_prompt() -> str:
+    return getpass.getpass("W&B API key (https://wandb.ai/authorize; input hidden): ")
+
+
+def _netrc_exit(args: argparse.Namespace, report: tracking.NetrcReport) -> int:
+    if args.json:
+        jsonout.emit(tracking_render.netrc_document(report))
+    else:
+        tracking_render.netrc_table(report)
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_wandb_login(args: argparse.Namespace) -> int:
+    url = tracking.WandbSettings().resolve_base_url(os.environ)
+    prompt = _hidden_prompt if sys.stdin.isatty() else None
+    key, _ = tracking.read_api_key(args.key_file, os.environ, prompt)
+    inventory = _inventory(args)
+
+    async def work() -> int:
+        async with Fleet(inventory, _ssh_options(args)) as fleet:
+            report = await tracking.login(fleet, key, url, timeout=args.timeout)
+        return _netrc_exit(args, report)
+
+    return _run_async(work)
+
+
+def cmd_wandb_logout(args: argparse.Namespace) -> int:
+    url = tracking.WandbSettings().resolve_base_url(os.environ)
+    inventory = _inventory(args)
+
+    async def work() -> int:
+        async with Fleet(inventory, _ssh_options(args)) as fleet:
+            report = await tracking.logout(fleet, url, timeout=args.timeout)
+        return _netrc_exit(args, report)
+
+    return _run_async(work)
+
+
+def cmd_wandb_verify(args: argparse.Namespace) -> int:
+    settings = tracking.WandbSettings(project=args.project)
+    url = settings.resolve_base_url(os.environ)
+    inventory = _inventory(args)
+    mode, note = tracking.choose_mode(args.mode, url)
+
+    async def work() -> int:
+        async with Fleet(inventory, _ssh_options(args)) as fleet:
+            report = await tracking.verify(fleet, url=url, project=settings.project, mode=mode,
+                                           python=args.python, note=note,
+                                           timeout=args.timeout)
+        if args.json:
+            jsonout.emit(tracking_render.verify_document(report))
+        else:
+            tracking_render.verify_table(report)
+        if report.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if report.ok else EXIT_FAILED
 
     return _run_async(work)
 
