@@ -229,6 +229,7 @@ def cmd_wandb_login(args: argparse.Namespace) -> int:
     url = tracking.WandbSettings().resolve_base_url(os.environ)
     prompt = _hidden_prompt if sys.stdin.isatty() else None
     key, _ = tracking.read_api_key(args.key_file, os.environ, prompt)
+    os.environ.pop("WANDB_API_KEY", None)  # no copy for the processes we start (ssh -G, ...)
     inventory = _inventory(args)
 
     async def work() -> int:

@@ -96,7 +96,6 @@ def log_one_metric(wandb, request):
         mode=request["mode"],
         dir=folder,
         settings=wandb.Settings(base_url=request["base_url"], silent=True),
-        reinit=True,
     )
     try:
         run.log({"test_metric": 1})
