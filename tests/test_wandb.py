@@ -16,7 +16,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from test_run import cluster_args
 
 SRC = Path(__file__).resolve().parent.parent / "src"

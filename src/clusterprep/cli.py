@@ -14,11 +14,10 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from clusterprep import __version__
+from clusterprep import __version__, tracking
 from clusterprep.errors import ClusterprepError, UsageError
 from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, SshOptions
 from clusterprep.inventory import Inventory, load_inventory
-from clusterprep import tracking
 from clusterprep.render import console, jsonout
 from clusterprep.render import tracking as tracking_render
 from clusterprep.survey import survey

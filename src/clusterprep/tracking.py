@@ -267,7 +267,7 @@ def host_unreachable_reason(url: str, timeout: float = 3.0) -> str | None:
             return None
     except socket.gaierror as e:
         return f"{parts.hostname} does not resolve ({e.strerror})"
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return f"{parts.hostname}:{port} did not answer within {timeout:g} s"
     except OSError as e:
         return f"{parts.hostname}:{port}: {e.strerror or e}"

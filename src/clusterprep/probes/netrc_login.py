@@ -127,8 +127,8 @@ def rewrite(text, machine, key):
         return text, "unchanged"
     if key is None and not mine:
         return text, "absent"
-    block = "machine %s\n  login user\n  password %s\n" % (machine, key)
-    inline = "machine %s login user password %s" % (machine, key)
+    block = "machine %s\n  login user\n  password %s\n" % (machine, key)  # as wandb writes
+    inline = "machine %s login user password %s" % (machine, key)  # where lines are shared
     pieces, cursor, placed = [], 0, False
     for entry in mine:
         start, end, whole = whole_lines(text, entry["start"], entry["end"])

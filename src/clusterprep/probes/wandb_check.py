@@ -72,9 +72,8 @@ def find_login(base_url):
 def find_login_before_wbauth(base_url):
     """Older wandb: `wandb.sdk.lib.apikey.api_key` reads settings, then the netrc."""
     try:
-        from wandb.sdk.lib import apikey
-
         import wandb
+        from wandb.sdk.lib import apikey
 
         settings = wandb.Settings(base_url=base_url)
         key = apikey.api_key(settings=settings)
