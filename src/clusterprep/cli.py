@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from clusterprep import __version__
+from clusterprep import __version__, tracking
 from clusterprep.check.inspect import inspect
-from clusterprep.errors import ClusterprepError, UsageError
+from clusterprep.errors import ClusterprepError, RecipeError, UsageError
 from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, SshOptions
 from clusterprep.inventory import Inventory, load_inventory
 from clusterprep.localfiles import write_atomically
 from clusterprep.recipe import DEFAULT_RECIPE, load_recipe
 from clusterprep.recipe import read_text as read_recipe_text
 from clusterprep.render import check_console, console, html, jsonout, steps_console, steps_json
+from clusterprep.render import tracking as tracking_render
 from clusterprep.steps import STEP_NAMES
 from clusterprep.steps.runner import run_down, run_steps, select_steps
 from clusterprep.survey import survey
@@ -89,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
     _add_setup_commands(commands, common)
     _add_check_command(commands, common)
+    _add_wandb_commands(commands, common)
     return parser
 
 
@@ -116,6 +120,50 @@ def _add_check_command(commands: Any, common: argparse.ArgumentParser) -> None:
     check.add_argument("--html", metavar="FILE", default=None,
                        help="also write a self-contained HTML report to FILE")
     check.set_defaults(handler=cmd_check)
+
+
+def _add_wandb_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    wandb = commands.add_parser(
+        "wandb", help="log every node into Weights & Biases, verify it, log out",
+        description="Weights & Biases on every node. The W&B server is the recipe's [wandb] "
+                    "host, else $WANDB_BASE_URL, else https://api.wandb.ai.")
+    actions = wandb.add_subparsers(dest="wandb_command", required=True, metavar="ACTION")
+    recipe_options = _recipe_options()
+
+    login = actions.add_parser(
+        "login", parents=[common, recipe_options], help="put the API key into every node's netrc",
+        description="Write the W&B API key into every node's $NETRC or ~/.netrc (mode 0600), "
+                    "as `wandb login` does, keeping every other entry. The key comes from "
+                    f"{tracking.KEY_SOURCES}; never from the command line. It travels to the "
+                    "nodes on the SSH channel's stdin only.")
+    login.add_argument("--key-file", metavar="FILE",
+                       help="read the key from FILE (its first and only word)")
+    login.set_defaults(handler=cmd_wandb_login)
+
+    verify = actions.add_parser(
+        "verify", parents=[common, recipe_options], help="prove every node can log to W&B",
+        description="On every node, inside the env: wandb imports, finds the login, and logs "
+                    "one metric in a run named after the node. Online when the W&B server "
+                    "answers from here, else offline (WANDB_MODE=offline).")
+    mode = verify.add_mutually_exclusive_group()
+    mode.add_argument("--online", dest="mode", action="store_const", const="online",
+                      help="log to the W&B server (the tutorial's check); fail if it is "
+                           "unreachable")
+    mode.add_argument("--offline", dest="mode", action="store_const", const="offline",
+                      help="log an offline run on every node, without the server")
+    verify.add_argument("--python", default=None, metavar="PATH",
+                        help="the interpreter on the nodes (default: the env's)")
+    verify.add_argument("--project", default=None, metavar="NAME",
+                        help="W&B project of the check runs (default: the recipe's [wandb] "
+                             f"project, else {tracking.DEFAULT_PROJECT})")
+    verify.set_defaults(handler=cmd_wandb_verify, mode=None)
+
+    logout = actions.add_parser(
+        "logout", parents=[common, recipe_options],
+        help="remove the W&B entry from every node's netrc",
+        description="Remove the W&B server's entry from every node's netrc; every other entry "
+                    "stays as it was.")
+    logout.set_defaults(handler=cmd_wandb_logout)
 
 
 def _add_setup_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -303,6 +351,83 @@ def cmd_check(args: argparse.Namespace) -> int:
             check_console.check_report(report)
             if args.html:
                 console.note(f"report written to {args.html}")
+        if report.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if report.ok else EXIT_FAILED
+
+    return _run_async(work)
+
+
+def _wandb_settings(args: argparse.Namespace) -> tracking.WandbSettings:
+    """The recipe's [wandb] settings; without a usable recipe (login needs none), defaults."""
+    if args.recipe is None and args.shared_dir is None:
+        try:
+            return load_recipe(None, None).wandb
+        except RecipeError:
+            return tracking.WandbSettings()
+    return load_recipe(args.recipe, args.shared_dir).wandb
+
+
+def _netrc_exit(args: argparse.Namespace, report: tracking.NetrcReport) -> int:
+    if args.json:
+        jsonout.emit(tracking_render.netrc_document(report))
+    else:
+        tracking_render.netrc_table(report)
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_wandb_login(args: argparse.Namespace) -> int:
+    url = _wandb_settings(args).resolve_base_url(os.environ)
+    prompt = _hidden_prompt if sys.stdin.isatty() else None
+    key, _ = tracking.read_api_key(args.key_file, os.environ, prompt)
+    os.environ.pop("WANDB_API_KEY", None)  # no copy for the processes we start (ssh -G, ...)
+    inventory = _inventory(args)
+
+    async def work() -> int:
+        async with Fleet(inventory, _ssh_options(args)) as fleet:
+            report = await tracking.login(fleet, key, url, timeout=args.timeout)
+        return _netrc_exit(args, report)
+
+    return _run_async(work)
+
+
+def _hidden_prompt() -> str:
+    return getpass.getpass("W&B API key (https://wandb.ai/authorize; input hidden): ")
+
+
+def cmd_wandb_logout(args: argparse.Namespace) -> int:
+    url = _wandb_settings(args).resolve_base_url(os.environ)
+    inventory = _inventory(args)
+
+    async def work() -> int:
+        async with Fleet(inventory, _ssh_options(args)) as fleet:
+            report = await tracking.logout(fleet, url, timeout=args.timeout)
+        return _netrc_exit(args, report)
+
+    return _run_async(work)
+
+
+def cmd_wandb_verify(args: argparse.Namespace) -> int:
+    if args.python is None:
+        recipe = load_recipe(args.recipe, args.shared_dir)
+        settings, python = recipe.wandb, recipe.env.python
+    else:
+        settings, python = _wandb_settings(args), args.python
+    project = args.project or settings.project
+    url = settings.resolve_base_url(os.environ)
+    inventory = _inventory(args)
+    mode, note = tracking.choose_mode(args.mode, url)
+
+    async def work() -> int:
+        async with Fleet(inventory, _ssh_options(args)) as fleet:
+            report = await tracking.verify(fleet, url=url, project=project, mode=mode,
+                                           python=python, note=note, timeout=args.timeout)
+        if args.json:
+            jsonout.emit(tracking_render.verify_document(report))
+        else:
+            tracking_render.verify_table(report)
         if report.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_OK if report.ok else EXIT_FAILED

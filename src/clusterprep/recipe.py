@@ -19,6 +19,7 @@ from typing import Any
 
 from clusterprep import settings
 from clusterprep.check.model import CheckSpec
+from clusterprep.tracking import WandbSettings
 from clusterprep.errors import RecipeError
 
 if sys.version_info >= (3, 11):
@@ -43,6 +44,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "pins": FREE,
     "install": {"commands": list},
     "checks": list,  # [[checks]]: an array of tables, see _CHECK_KEYS
+    "wandb": {"project": str, "host": str},
 }
 _CHECK_KEYS = {"name": str, "command": str, "import": str, "expect": str}
 _PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.-]+)?)\}")
@@ -102,6 +104,7 @@ class Recipe:
     pins: dict[str, str]
     install_commands: list[str] = field(default_factory=list)
     checks: list[CheckSpec] = field(default_factory=list)
+    wandb: WandbSettings = field(default_factory=WandbSettings)
 
 
 def builtin_names() -> list[str]:
@@ -323,6 +326,7 @@ def _build(source: str, data: dict[str, Any], shared_override: str | None) -> Re
         pins=dict(pins),
         install_commands=install,
         checks=checks,
+        wandb=WandbSettings.from_table(data.get("wandb", {}), source),
     )
 
 

@@ -1,0 +1,106 @@
+"""`clusterprep wandb`: a table per node on the terminal, or one JSON object.
+
+Nothing here ever holds the key: the reports it reads were scrubbed by the core.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clusterprep.render.console import stdout_console
+from clusterprep.render.jsonout import _error
+from clusterprep.tracking import NetrcReport, VerifyReport
+
+_STATUS_STYLE = {"unchanged": "dim", "added": "green", "replaced": "yellow",
+                 "removed": "yellow", "absent": "dim"}
+
+
+def netrc_table(report: NetrcReport) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = stdout_console()
+    table = Table(title=f"wandb {report.action}: netrc entry for {report.machine}")
+    for column in ("node", "result", "netrc"):
+        table.add_column(column)
+    for change in report.changes:
+        if change.error is not None:
+            result = f"[red]failed[/] ({change.error.kind})"
+        else:
+            style = _STATUS_STYLE.get(change.status or "", "")
+            result = f"[{style}]{change.status}[/]" if style else str(change.status)
+            if change.mode_fixed:
+                result += ", mode set to 0600"
+        table.add_row(change.node, result, escape(change.path or "-"))
+    console.print(table)
+    for change in report.changes:
+        if change.error is not None:
+            console.print(f"[red]{change.node}[/]: "
+                          + escape(f"{change.error.kind}: {change.error.message}"),
+                          soft_wrap=True)
+    if report.interrupted:
+        console.print("[yellow]interrupted: nodes not yet answered are shown as failed[/]")
+
+
+def netrc_document(report: NetrcReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "interrupted": report.interrupted,
+        "action": report.action,
+        "machine": report.machine,
+        "nodes": [
+            {"node": c.node, "status": c.status, "path": c.path, "mode_fixed": c.mode_fixed,
+             "error": _error(c.error)}
+            for c in report.changes
+        ],
+    }
+
+
+def verify_table(report: VerifyReport) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = stdout_console()
+    if report.note:
+        console.print("[yellow]note:[/] " + escape(report.note), soft_wrap=True)
+    table = Table(title=f"wandb verify ({report.mode}, project {report.project}, "
+                        f"{report.url})")
+    for column in ("node", "ok", "wandb", "login found in", "netrc mode", "run"):
+        table.add_column(column)
+    for check in report.checks:
+        table.add_row(
+            check.node,
+            "[green]yes[/]" if check.ok else "[red]no[/]",
+            check.wandb_version or "-",
+            escape(check.login_source or "-"),
+            check.netrc_mode or "-",
+            escape(check.run_url or check.run_dir or "-"),
+        )
+    console.print(table)
+    for check in report.checks:
+        for problem in check.problems:
+            console.print(f"[red]{check.node}[/]: " + escape(problem), soft_wrap=True)
+        if check.error is not None:
+            console.print(f"[red]{check.node}[/]: "
+                          + escape(f"{check.error.kind}: {check.error.message}"),
+                          soft_wrap=True)
+    if report.interrupted:
+        console.print("[yellow]interrupted by the user[/]")
+
+
+def verify_document(report: VerifyReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "interrupted": report.interrupted,
+        "url": report.url,
+        "project": report.project,
+        "mode": report.mode,
+        "note": report.note,
+        "nodes": [
+            {"node": c.node, "ok": c.ok, "python": c.python, "wandb": c.wandb_version,
+             "login_source": c.login_source, "netrc": c.netrc_path,
+             "netrc_mode": c.netrc_mode, "run_dir": c.run_dir, "run_url": c.run_url,
+             "problems": c.problems, "error": _error(c.error)}
+            for c in report.checks
+        ],
+    }
