@@ -446,3 +446,21 @@ for table in ({"projet": "p"}, {"host": "ftp://x"}, {"project": 3}):
         "r.toml: [wandb] host: 'ftp://x' is not a W&B server URL (like https://api.wandb.ai)",
         "r.toml: [wandb] project must be a non-empty string",
     ]
+
+
+def test_verify_runs_inside_the_recipes_env_with_its_project(cli, sim4, tmp_path, wandb_env,
+                                                              plain_env):
+    link_envs(sim4, wandb_env, plain_env)
+    assert cli("wandb", "login", *cluster_args(sim4),
+               env={"WANDB_API_KEY": new_key()}).exit_code == 0
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[shared]\ndir = "{sim4.shared}"\n'
+                      '[env]\nbackend = "venv"\nname = "w"\npython = "3"\n'
+                      'prefix = "/root/wandb-env"\n'
+                      '[wandb]\nproject = "from-the-recipe"\n')
+    result = cli("wandb", "verify", *cluster_args(sim4), "-r", str(recipe), "--offline",
+                 "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    document = result.json()
+    assert document["project"] == "from-the-recipe"
+    assert all(node["ok"] for node in document["nodes"])
