@@ -346,8 +346,8 @@ async def verify(
 
     async def one(node: Node) -> tuple[list[ProbeResult], bool]:
         payload = {"base_url": url, "project": project, "name": node.name, "mode": mode}
-        return await fleet.probe("wandb_check", payload, python=python, timeout=timeout,
-                                 nodes=[node])
+        return await fleet.probe("wandb_check", payload, python=python, isolated=False,
+                                 timeout=timeout, nodes=[node])
 
     answers, interrupted = await _each_node(fleet, one)
     checks = [_check(node, answer, python)

@@ -36,7 +36,8 @@ async def inspect(
     sent = time.time()
     payload = {"shared": shared, "checks": [spec.as_payload() for spec in checks]}
     results, interrupted = await fleet.probe(
-        "fingerprint", payload, python=python, timeout=timeout, on_output=first_output)
+        "fingerprint", payload, python=python, isolated=False, timeout=timeout,
+        on_output=first_output)
     nodes = []
     for node, result in zip(fleet.inventory.nodes, results):
         state = NodeState(node.name, node.head, error=result.error)

@@ -176,19 +176,21 @@ class Fleet:
         payload: dict[str, Any] | None = None,
         *,
         python: str = "python3",
+        isolated: bool = True,
         timeout: float | None = None,
         nodes: Iterable[Node] | None = None,
         on_output: OutputCallback | None = None,
     ) -> tuple[list[ProbeResult], bool]:
         """Run the probe script `probes/NAME.py` on every node in one round trip each.
 
-        The script and its JSON input travel on stdin; it prints one JSON object. Returns the
-        per-node results and whether the run was interrupted.
+        The script and its JSON input travel on stdin; it prints one JSON object. `python` and
+        `isolated` choose the interpreter and whether it ignores its site and environment (see
+        `probes.command`). Returns the per-node results and whether the run was interrupted.
         """
         script = probes.load(name)
         stdin = script.encode() + json.dumps(payload or {}).encode()
         outcome = await self.run(
-            probes.command(script, python), stdin=stdin, timeout=timeout, nodes=nodes,
+            probes.command(script, python, isolated), stdin=stdin, timeout=timeout, nodes=nodes,
             on_output=on_output,
         )
         return [_parse_probe(result, name) for result in outcome.results], outcome.interrupted

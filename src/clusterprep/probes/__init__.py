@@ -16,8 +16,15 @@ def load(name: str) -> str:
     return resources.files(__package__).joinpath(f"{name}.py").read_text(encoding="utf-8")
 
 
-def command(script: str, python: str = "python3") -> str:
-    """The remote command that runs `script` (sent first on stdin) with the node's `python`."""
+def command(script: str, python: str = "python3", isolated: bool = True) -> str:
+    """The remote command that runs `script` (sent first on stdin) with the node's `python`.
+
+    `isolated` (the default, for stdlib-only probes) starts Python with `-I -S`: no site
+    packages, no PYTHON* variables, no user site. A node's broken PYTHONPATH or PYTHONHOME then
+    cannot break the probe, and each start is a few milliseconds cheaper on every node. Probes
+    that must see an environment as it is (the fingerprint, the wandb check) pass False.
+    """
     size = len(script.encode())
     bootstrap = f"import sys; exec(compile(sys.stdin.buffer.read({size}), 'probe', 'exec'))"
-    return f"{shlex.quote(python)} -c {shlex.quote(bootstrap)}"
+    flags = " -I -S" if isolated else ""
+    return f"{shlex.quote(python)}{flags} -c {shlex.quote(bootstrap)}"
