@@ -15,7 +15,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchkit import clusterprep, timed
+from benchkit import NodeCpu, clusterprep, timed, timed_with_cpu
 from cluster import SimCluster
 
 RECIPE = """
@@ -35,7 +35,8 @@ import = "json"
 """
 
 
-def measure(size: int, repeat: int, work: Path) -> float:
+def measure(size: int, repeat: int, work: Path) -> tuple[float, float, float | None]:
+    """Median (wall s, head CPU s, node CPU s per node) of `repeat` whole `check` runs."""
     with SimCluster(work / f"cluster{size}", size) as sim:
         sim.start()
         sim.learn_host_keys()
@@ -44,7 +45,21 @@ def measure(size: int, repeat: int, work: Path) -> float:
         argv, env = clusterprep("check", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config),
                                 "-r", str(recipe), "--python", "/usr/bin/python3", "--json")
         timed(argv, env)  # warm the page cache
-        return statistics.median(timed(argv, env) for _ in range(repeat))
+        nodes = NodeCpu(sim)
+        walls, heads, per_node = [], [], []
+        try:
+            for _ in range(repeat):
+                before = nodes.seconds()
+                wall, head = timed_with_cpu(argv, env)
+                after = nodes.seconds()
+                walls.append(wall)
+                heads.append(head)
+                if before is not None and after is not None:
+                    per_node.append((after - before) / size)
+        finally:
+            nodes.close()
+        node_cpu = statistics.median(per_node) if per_node else None
+        return statistics.median(walls), statistics.median(heads), node_cpu
 
 
 def main() -> None:
@@ -54,12 +69,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-check-", dir="/tmp") as work:
         times = {size: measure(size, args.repeat, Path(work)) for size in args.sizes}
-    base = times[args.sizes[0]]
+    base = times[args.sizes[0]][0]
     print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
-    print("| nodes | `clusterprep check` (s) | ratio to 1 node |")
-    print("|---:|---:|---:|")
-    for size, seconds in times.items():
-        print(f"| {size} | {seconds:.3f} | {seconds / base:.2f} |")
+    print("| nodes | wall (s) | ratio to 1 node | head CPU (s) | node CPU per node (ms) |")
+    print("|---:|---:|---:|---:|---:|")
+    for size, (wall, head, node) in times.items():
+        node_text = f"{node * 1000:.0f}" if node is not None else "n/a"
+        print(f"| {size} | {wall:.3f} | {wall / base:.2f} | {head:.3f} | {node_text} |")
 
 
 if __name__ == "__main__":

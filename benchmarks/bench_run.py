@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchkit import clusterprep, timed
+from benchkit import clusterprep, timed_with_cpu
 from cluster import SimCluster
 
 from clusterprep.fleet import Fleet, SshOptions
@@ -61,17 +61,20 @@ async def repeated_step(sim: SimCluster, repeat: int) -> float:
     return statistics.median(times)
 
 
-def measure(size: int, repeat: int, work: Path) -> dict[str, float]:
+def measure(size: int, repeat: int, work: Path) -> dict[str, tuple[float, float | None]]:
+    """Per tool: median (wall s, CPU s of the tool's processes on the head)."""
     with SimCluster(work / f"cluster{size}", size) as sim:
         sim.start()
         sim.learn_host_keys()
-        results = {}
+        results: dict[str, tuple[float, float | None]] = {}
         for name, (argv, env) in contenders(sim).items():
             if shutil.which(argv[0]) is None:
                 continue
-            results[name] = statistics.median(timed(argv, env) for _ in range(repeat))
-        results["clusterprep repeated step (open connections)"] = asyncio.run(
-            repeated_step(sim, max(repeat, 5)))
+            runs = [timed_with_cpu(argv, env) for _ in range(repeat)]
+            results[name] = (statistics.median(r[0] for r in runs),
+                             statistics.median(r[1] for r in runs))
+        results["clusterprep repeated step (open connections)"] = (
+            asyncio.run(repeated_step(sim, max(repeat, 5))), None)
     return results
 
 
@@ -82,17 +85,18 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-run-", dir="/tmp") as work:
         table = {size: measure(size, args.repeat, Path(work)) for size in args.sizes}
-    print(f"load average before/after: {os.getloadavg()[0]:.2f} (1 min)")
-    header = "| tool | " + " | ".join(f"{s} nodes (s)" for s in args.sizes) + " | " + \
-        " | ".join(f"clusterprep / tool at {s}" for s in args.sizes) + " |"
-    print(header)
-    print("|" + "---|" * (1 + 2 * len(args.sizes)))
-    ours = {size: table[size]["clusterprep run"] for size in args.sizes}
+    print(f"machine: {os.cpu_count()} CPUs; load average after: {os.getloadavg()[0]:.2f}")
+    print("| tool | " + " | ".join(
+        f"{s} nodes: wall s | clusterprep / tool | head CPU s" for s in args.sizes) + " |")
+    print("|---|" + "---:|---:|---:|" * len(args.sizes))
     for name in table[args.sizes[0]]:
-        cells = [f"{table[s][name]:.3f}" for s in args.sizes]
-        ratios = [f"{ours[s] / table[s][name]:.2f}" if "clusterprep" not in name else "-"
-                  for s in args.sizes]
-        print(f"| {name} | " + " | ".join(cells + ratios) + " |")
+        cells = []
+        for size in args.sizes:
+            wall, cpu = table[size][name]
+            ours = table[size]["clusterprep run"][0]
+            ratio = f"{ours / wall:.2f}" if "clusterprep" not in name else "-"
+            cells += [f"{wall:.3f}", ratio, f"{cpu:.2f}" if cpu is not None else "-"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
