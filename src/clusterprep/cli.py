@@ -244,7 +244,8 @@ def cmd_weights_stage(args: argparse.Namespace) -> int:
     source = None
     if args.from_cache is not None:
         source = Path(args.from_cache).expanduser() if args.from_cache else local_hub_cache()
-    results = stage(spec.staging, spec.repos, from_cache=source)
+    results = stage(spec.staging, spec.repos, from_cache=source,
+                    on_file=weights_render.StageProgress(enabled=not args.json))
     if args.json:
         jsonout.emit(weights_render.stage_document(results, str(spec.staging)))
     else:

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import os
+import queue
 import select
 import socket
 import sys
@@ -336,9 +337,44 @@ class Forward:
             self.sock.close()
 
 
-def stream_files(cache, request, source, forward, written, failed):
+class Finisher(threading.Thread):
+    """Flushes each complete file to disk, checks its hash and renames it, in the background,
+    so that a node keeps receiving and forwarding while its disk catches up (a blocking fsync
+    in the receiving loop would stall every node after it in the chain)."""
+
+    def __init__(self, written, failed):
+        threading.Thread.__init__(self, daemon=True)
+        self.written, self.failed = written, failed
+        self.queue = queue.Queue(maxsize=4)
+        self.start()
+
+    def run(self):
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            out, final, path, size, sha, got = item
+            try:
+                out.flush()
+                os.fsync(out.fileno())
+                out.close()
+                if got != sha:
+                    os.unlink(partial_name(final))
+                    self.failed.append([path, "sha256 of the received bytes differs"])
+                    continue
+                os.replace(partial_name(final), final)
+                self.written[path] = [size, os.stat(final).st_mtime_ns, sha]
+            except OSError as e:
+                self.failed.append([path, "cannot write: %s" % e])
+
+    def finish(self):
+        self.queue.put(None)
+        self.join()
+
+
+def stream_files(cache, request, source, forward, finisher):
     want = set(request["want"])
-    total = done_files = 0
+    total = 0
     last_report = time.monotonic()
     for index, (path, size, sha) in enumerate(request["stream"]):
         final = os.path.join(cache, path)
@@ -362,25 +398,16 @@ def stream_files(cache, request, source, forward, written, failed):
                 total += len(data)
                 now = time.monotonic()
                 if now - last_report > 0.5:
-                    emit({"event": "progress", "bytes": total, "files": done_files})
+                    emit({"event": "progress", "bytes": total,
+                          "files": len(finisher.written)})
                     last_report = now
         except BaseException:
             if out is not None:
                 out.close()
                 os.unlink(partial_name(final))
             raise
-        if out is None:
-            continue
-        out.flush()
-        os.fsync(out.fileno())
-        out.close()
-        if digest.hexdigest() != sha:
-            os.unlink(partial_name(final))
-            failed.append([path, "sha256 of the received bytes differs"])
-            continue
-        os.replace(partial_name(final), final)
-        written[path] = [size, os.stat(final).st_mtime_ns, sha]
-        done_files += 1
+        if out is not None:
+            finisher.queue.put((out, final, path, size, sha, digest.hexdigest()))
     return total
 
 
@@ -416,7 +443,11 @@ def receive(request):
             server.close()
         remove_partials(cache, request["repos"])
         forward = Forward(downstream)
-        result["bytes"] = stream_files(cache, request, Source(upstream), forward, written, failed)
+        finisher = Finisher(written, failed)
+        try:
+            result["bytes"] = stream_files(cache, request, Source(upstream), forward, finisher)
+        finally:
+            finisher.finish()  # what arrived whole is kept, even when the rest did not
         forward.close()
         result["forward_error"] = forward.error
         for path, target in request["links"]:

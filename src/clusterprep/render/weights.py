@@ -13,6 +13,7 @@ from rich.table import Table
 
 from clusterprep.fleet.gather import fold
 from clusterprep.transfer.broadcast import SyncListener, SyncReport
+from clusterprep.transfer.spec import RepoRef
 from clusterprep.transfer.stage import FAILED, StageResult
 from clusterprep.transfer.verify import VerifyReport
 
@@ -61,6 +62,19 @@ class SyncProgress(SyncListener):
     def stop(self) -> None:
         if self.enabled:
             self._progress.stop()
+
+
+class StageProgress:
+    """`weights stage --from-cache`: one line per copied file, on stderr, on a terminal.
+    (Downloads show huggingface_hub's own progress bars.)"""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and _err.is_terminal
+
+    def __call__(self, repo: RepoRef, path: str, copied_bytes: int) -> None:
+        if self.enabled:
+            _err.print(f"{repo.id}: {path} ({_size(copied_bytes)} copied so far)",
+                       highlight=False, markup=False)
 
 
 def stage_table(results: list[StageResult], staging: str) -> None:
