@@ -19,9 +19,7 @@ from clusterprep.errors import ClusterprepError, UsageError
 from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, SshOptions
 from clusterprep.inventory import Inventory, load_inventory
 from clusterprep.render import console, jsonout
-from clusterprep.render import weights as weights_render
 from clusterprep.survey import survey
-from clusterprep.transfer import manifest as manifest_module
 from clusterprep.transfer.spec import RepoRef, WeightsSpec, opensora, parse_repo_option
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -238,6 +236,7 @@ def _weights_spec(args: argparse.Namespace) -> WeightsSpec:
 
 
 def cmd_weights_stage(args: argparse.Namespace) -> int:
+    from clusterprep.render import weights as weights_render
     from clusterprep.transfer.stage import FAILED, local_hub_cache, stage
 
     spec = _weights_spec(args)
@@ -254,6 +253,8 @@ def cmd_weights_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_sync(args: argparse.Namespace) -> int:
+    from clusterprep.render import weights as weights_render
+    from clusterprep.transfer import manifest as manifest_module
     from clusterprep.transfer.broadcast import sync
 
     spec = _weights_spec(args)
@@ -282,6 +283,8 @@ def cmd_weights_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_verify(args: argparse.Namespace) -> int:
+    from clusterprep.render import weights as weights_render
+    from clusterprep.transfer import manifest as manifest_module
     from clusterprep.transfer.verify import verify
 
     spec = _weights_spec(args)

@@ -15,16 +15,14 @@ recorded as a stamp (in ~/.cache/clusterprep, never in the HF cache), so a later
 an unchanged file without hashing it again and hashes only what changed since.
 """
 
-import hashlib
-import hmac
 import json
 import os
-import queue
-import select
-import socket
 import sys
-import threading
 import time
+
+# hashlib, hmac, socket, select, threading and queue are imported where they are used: a
+# `sync` with nothing to do runs only `check`, and on many nodes every millisecond of start-up
+# counts (importing them all costs more than starting Python).
 
 CHUNK = 1 << 20
 PARTIAL = ".clusterprep-partial"
@@ -71,6 +69,8 @@ def save_stamps(cache, stamps):
 
 
 def sha256_of(path):
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while True:
@@ -171,6 +171,8 @@ def read_control():
 
 
 def listen(bind):
+    import socket
+
     try:
         server = socket.create_server((bind, 0))
     except OSError:
@@ -179,6 +181,8 @@ def listen(bind):
 
 
 def proof(secret, nonce):
+    import hmac
+
     return hmac.new(bytes.fromhex(secret), AUTH_CONTEXT + nonce, "sha256").digest()
 
 
@@ -192,17 +196,19 @@ def recv_exact(sock, n):
     return data
 
 
-class Upstream(threading.Thread):
+class Upstream:
     """Accepts, in the background, the first connection that proves it knows the transfer's
     secret (others are dropped), while the main thread sets up its own next hop."""
 
     def __init__(self, server, secret, seconds):
-        threading.Thread.__init__(self, daemon=True)
+        import threading
+
         self.server, self.secret = server, secret
         self.deadline = time.monotonic() + seconds
         self.stopping = threading.Event()
         self.conn = None
-        self.start()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
 
     def run(self):
         try:
@@ -211,19 +217,22 @@ class Upstream(threading.Thread):
             pass
 
     def connection(self):
-        self.join()
+        self.thread.join()
         if self.conn is None:
             raise Failure("no authenticated connection from the previous node in time")
         return self.conn
 
     def stop(self):
         self.stopping.set()
-        self.join()
+        self.thread.join()
         if self.conn is not None:
             self.conn.close()
 
 
 def accept_upstream(server, secret, deadline, stopping):
+    import hmac
+    import select
+
     while not stopping.is_set():
         left = deadline - time.monotonic()
         if left <= 0:
@@ -247,6 +256,8 @@ def accept_upstream(server, secret, deadline, stopping):
 
 
 def connect_downstream(address, port, secret):
+    import socket
+
     sock = socket.create_connection((address, port), timeout=10)
     try:
         nonce = recv_exact(sock, 32)
@@ -327,6 +338,8 @@ class Forward:
             self.sock = None
 
     def close(self):
+        import socket
+
         if self.sock is not None:
             try:
                 self.sock.shutdown(socket.SHUT_WR)
@@ -337,16 +350,19 @@ class Forward:
             self.sock.close()
 
 
-class Finisher(threading.Thread):
+class Finisher:
     """Flushes each complete file to disk, checks its hash and renames it, in the background,
     so that a node keeps receiving and forwarding while its disk catches up (a blocking fsync
     in the receiving loop would stall every node after it in the chain)."""
 
     def __init__(self, written, failed):
-        threading.Thread.__init__(self, daemon=True)
+        import queue
+        import threading
+
         self.written, self.failed = written, failed
         self.queue = queue.Queue(maxsize=4)
-        self.start()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
 
     def run(self):
         while True:
@@ -369,10 +385,12 @@ class Finisher(threading.Thread):
 
     def finish(self):
         self.queue.put(None)
-        self.join()
+        self.thread.join()
 
 
 def stream_files(cache, request, source, forward, finisher):
+    import hashlib
+
     want = set(request["want"])
     total = 0
     last_report = time.monotonic()
