@@ -231,6 +231,7 @@ def noop_sync_64() -> tuple[float, float]:
     import cluster
     import hubcache
 
+    shutil.rmtree(WORK / "small-staging", ignore_errors=True)
     staging = hubcache.build_staging(WORK / "small-staging")
     sim = cluster.SimCluster(WORK / "sim64", 64)
     sim.start()
@@ -252,12 +253,43 @@ def noop_sync_64() -> tuple[float, float]:
         shutil.rmtree(WORK / "sim64", ignore_errors=True)
 
 
+def fallback_check(rate_mbit: int, staging: Path) -> dict:
+    """3 nodes whose bridge ports are isolated from each other (each still reaches the head):
+    the chain cannot form, and sync must fall back to the star and still complete."""
+    remove_network()
+    make_network(3, rate_mbit)
+    for k in range(1, 4):
+        sh("ip", "netns", "exec", "cpb-br", "bridge", "link", "set", "dev", f"p{k}",
+           "isolated", "on")
+    procs = start_nodes(3)
+    try:
+        wipe_caches(3)
+        argv = [sys.executable, "-m", "clusterprep", "weights", "sync", "-n",
+                str(WORK / "nodes.txt"), "-F", str(WORK / "ssh_config"), "--staging",
+                str(staging), "--repo", REPO, "--json"]
+        started = time.monotonic()
+        done = subprocess.run(in_ns("cpb-head", *argv), capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(SRC)), cwd=str(WORK))
+        report = json.loads(done.stdout)
+        return {"exit": done.returncode, "mode": report["mode"],
+                "fallback_reason": report["fallback_reason"],
+                "seconds": round(time.monotonic() - started, 1)}
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        wipe_caches(3)
+        remove_network()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate-mbit", type=int, default=300)
     parser.add_argument("--size-mb", type=int, default=512)
     parser.add_argument("--nodes", default="2,4,8")
     parser.add_argument("--skip", default="", help="comma-separated: chain,star,rsync,noop")
+    parser.add_argument("--fallback-only", action="store_true",
+                        help="only check the fall back to a star when nodes are isolated")
     args = parser.parse_args()
     counts = [int(x) for x in args.nodes.split(",")]
     skip = set(args.skip.split(",")) - {""}
@@ -266,6 +298,9 @@ def main() -> int:
     size = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file() and not p.is_symlink())
     rate = args.rate_mbit * 1e6 / 8
     ideal = size / rate
+    if args.fallback_only:
+        print(json.dumps(fallback_check(args.rate_mbit, staging)))
+        return 0
     print(f"# {size / 1e6:.0f} MB staged, links {args.rate_mbit} Mbit/s: S/B = {ideal:.1f} s; "
           f"load before: {os.getloadavg()[0]:.2f}", flush=True)
     results = []
