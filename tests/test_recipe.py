@@ -49,7 +49,7 @@ def test_shared_dir_override_wins(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("change, key, words", [
     (("python = \"3.11\"", "pyhton = \"3.11\""), "env.pyhton", "unknown key"),
-    (("[pins]", "[weights]\n[pins]"), "weights", "unknown section"),
+    (("[pins]", "[wieghts]\n[pins]"), "wieghts", "unknown section"),
     (("dir = \"/mnt/shared\"", "dir = \"./shared\""), "shared.dir", "relative"),
     (("rev = \"0123456789abcdef0123456789abcdef01234567\"", "rev = \"main\""), "repo.rev",
      "not a commit"),

@@ -2,6 +2,9 @@
 
 Exit status: 0 when every node succeeded, 1 when any node failed, 2 for bad input or setup
 (the message names the file, line or node), 130 when the user interrupted.
+
+Renderers built on rich are imported inside the commands that use them: importing them all
+would add a tenth of a second to every invocation, `clusterprep run` included.
 """
 
 from __future__ import annotations
@@ -23,11 +26,16 @@ from clusterprep.inventory import Inventory, load_inventory
 from clusterprep.localfiles import write_atomically
 from clusterprep.recipe import DEFAULT_RECIPE, load_recipe
 from clusterprep.recipe import read_text as read_recipe_text
-from clusterprep.render import check_console, console, html, jsonout, steps_console, steps_json
-from clusterprep.render import tracking as tracking_render
+from clusterprep.render import console, jsonout
 from clusterprep.steps import STEP_NAMES
 from clusterprep.steps.runner import run_down, run_steps, select_steps
 from clusterprep.survey import survey
+from clusterprep.transfer.broadcast import sync
+from clusterprep.transfer.manifest import build as build_manifest
+from clusterprep.transfer.spec import RepoRef, WeightsSpec, parse_repo_option
+from clusterprep.transfer.stage import FAILED as STAGE_FAILED
+from clusterprep.transfer.stage import local_hub_cache, stage
+from clusterprep.transfer.verify import verify as verify_weights
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -93,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setup_commands(commands, common)
     _add_check_command(commands, common)
     _add_wandb_commands(commands, common)
+    _add_weights_commands(commands, common)
     return parser
 
 
@@ -164,6 +173,56 @@ def _add_wandb_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         description="Remove the W&B server's entry from every node's netrc; every other entry "
                     "stays as it was.")
     logout.set_defaults(handler=cmd_wandb_logout)
+
+
+def _add_weights_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    weights_options = argparse.ArgumentParser(add_help=False, parents=[_recipe_options()])
+    group = weights_options.add_argument_group("weights options")
+    group.add_argument("--repo", action="append", type=_repo_option, metavar="ID[@REV]",
+                       help="a Hugging Face repo every node needs (repeatable); default: the "
+                            "recipe's [weights] repos")
+    group.add_argument("--staging", metavar="DIR",
+                       help="the staging hub cache; default: the recipe's [weights] staging, "
+                            "else SHARED/hf-hub")
+    weights = commands.add_parser(
+        "weights", help="stage pretrained weights once, sync them to every node, verify them")
+    actions = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    stage = actions.add_parser(
+        "stage", parents=[weights_options], help="fill the staging cache on the head",
+        description="Download what is missing into the staging cache with huggingface_hub "
+                    "(it reads HF_TOKEN), or take it from a local hub cache. Skips repos "
+                    "already staged whole.")
+    stage.add_argument("--from-cache", nargs="?", const="", default=None, metavar="DIR",
+                       help="copy from this hub cache (default: this machine's own) instead of "
+                            "downloading")
+    stage.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    stage.set_defaults(handler=cmd_weights_stage)
+    sync = actions.add_parser(
+        "sync", parents=[common, weights_options],
+        help="make every node's Hugging Face cache hold the staged repos",
+        description="Send each node only what its cache lacks, through a pipelined chain of "
+                    "nodes (a star from here when nodes cannot reach each other). Files get "
+                    "their final name only once their sha256 is right.")
+    sync.add_argument("--star", action="store_true",
+                      help="send to every node from here, not through the chain")
+    sync.add_argument("--bwlimit", type=_positive_float, metavar="MB/S",
+                      help="most megabytes per second sent from here")
+    sync.set_defaults(handler=cmd_weights_sync)
+    verify = actions.add_parser(
+        "verify", parents=[common, weights_options],
+        help="check every node's cache against the staged files, offline",
+        description="Per node and repo: complete, missing files, corrupt files, extra "
+                    "revisions. Exit status 1 when any file is missing or corrupt.")
+    verify.add_argument("--full", action="store_true",
+                        help="hash every file (default: sizes, and hashes of changed files)")
+    verify.set_defaults(handler=cmd_weights_verify)
+
+
+def _repo_option(text: str) -> RepoRef:
+    try:
+        return parse_repo_option(text)
+    except ClusterprepError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _add_setup_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -295,6 +354,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """`up` and `plan` (args.dry_run): the steps over every node, then the summary."""
+    from clusterprep.render import steps_console, steps_json
     recipe = load_recipe(args.recipe, args.shared_dir)
     steps = select_steps(args.only, args.skip, recipe)
     inventory = _inventory(args)
@@ -320,6 +380,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from clusterprep.render import steps_console, steps_json
     recipe = load_recipe(args.recipe, args.shared_dir)
     inventory = _inventory(args)
 
@@ -336,6 +397,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from clusterprep.render import check_console, html
     recipe = load_recipe(args.recipe, args.shared_dir)
     inventory = _inventory(args)
 
@@ -369,6 +431,8 @@ def _wandb_settings(args: argparse.Namespace) -> tracking.WandbSettings:
 
 
 def _netrc_exit(args: argparse.Namespace, report: tracking.NetrcReport) -> int:
+    from clusterprep.render import tracking as tracking_render
+
     if args.json:
         jsonout.emit(tracking_render.netrc_document(report))
     else:
@@ -410,6 +474,7 @@ def cmd_wandb_logout(args: argparse.Namespace) -> int:
 
 
 def cmd_wandb_verify(args: argparse.Namespace) -> int:
+    from clusterprep.render import tracking as tracking_render
     if args.python is None:
         recipe = load_recipe(args.recipe, args.shared_dir)
         settings, python = recipe.wandb, recipe.env.python
@@ -428,6 +493,81 @@ def cmd_wandb_verify(args: argparse.Namespace) -> int:
             jsonout.emit(tracking_render.verify_document(report))
         else:
             tracking_render.verify_table(report)
+        if report.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if report.ok else EXIT_FAILED
+
+    return _run_async(work)
+
+
+def _weights_spec(args: argparse.Namespace) -> WeightsSpec:
+    """The recipe's [weights], with --repo and --staging over it (with both, and no -r, no
+    recipe is read: staging a cache needs no shared folder)."""
+    staging = Path(args.staging).expanduser() if args.staging else None
+    if staging is not None and not staging.is_absolute():
+        raise UsageError(f"the staging cache must be an absolute path, not {staging}")
+    if staging is not None and args.repo and args.recipe is None:
+        return WeightsSpec(tuple(args.repo), staging)
+    spec = load_recipe(args.recipe, args.shared_dir).weights
+    assert spec is not None
+    return WeightsSpec(tuple(args.repo) if args.repo else spec.repos, staging or spec.staging)
+
+
+def cmd_weights_stage(args: argparse.Namespace) -> int:
+    from clusterprep.render import weights as weights_render
+    spec = _weights_spec(args)
+    source = None
+    if args.from_cache is not None:
+        source = Path(args.from_cache).expanduser() if args.from_cache else local_hub_cache()
+    results = stage(spec.staging, spec.repos, from_cache=source,
+                    on_file=weights_render.StageProgress(enabled=not args.json))
+    if args.json:
+        jsonout.emit(weights_render.stage_document(results, str(spec.staging)))
+    else:
+        weights_render.stage_table(results, str(spec.staging))
+    return EXIT_FAILED if any(r.action == STAGE_FAILED for r in results) else EXIT_OK
+
+
+def cmd_weights_sync(args: argparse.Namespace) -> int:
+    from clusterprep.render import weights as weights_render
+    spec = _weights_spec(args)
+    manifest = build_manifest(spec.staging, spec.repos)
+    inventory = _inventory(args)
+
+    async def work() -> int:
+        progress = weights_render.SyncProgress()
+        progress.enabled = progress.enabled and not args.json
+        async with Fleet(inventory, _ssh_options(args)) as fleet:
+            try:
+                report = await sync(fleet, manifest, listener=progress, chain=not args.star,
+                                    bwlimit=args.bwlimit * 1e6 if args.bwlimit else None,
+                                    timeout=args.timeout)
+            finally:
+                progress.stop()
+        if args.json:
+            jsonout.emit(weights_render.sync_document(report))
+        else:
+            weights_render.sync_summary(report)
+        if report.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if report.ok else EXIT_FAILED
+
+    return _run_async(work)
+
+
+def cmd_weights_verify(args: argparse.Namespace) -> int:
+    from clusterprep.render import weights as weights_render
+    spec = _weights_spec(args)
+    manifest = build_manifest(spec.staging, spec.repos)
+    inventory = _inventory(args)
+
+    async def work() -> int:
+        async with Fleet(inventory, _ssh_options(args)) as fleet:
+            report = await verify_weights(fleet, manifest, full=args.full, timeout=args.timeout)
+        if args.json:
+            jsonout.emit(weights_render.verify_document(report))
+        else:
+            weights_render.verify_table(report)
         if report.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_OK if report.ok else EXIT_FAILED

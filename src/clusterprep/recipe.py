@@ -20,6 +20,7 @@ from typing import Any
 from clusterprep import settings
 from clusterprep.check.model import CheckSpec
 from clusterprep.tracking import WandbSettings
+from clusterprep.transfer.spec import WeightsSpec
 from clusterprep.errors import RecipeError
 
 if sys.version_info >= (3, 11):
@@ -45,6 +46,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "install": {"commands": list},
     "checks": list,  # [[checks]]: an array of tables, see _CHECK_KEYS
     "wandb": {"project": str, "host": str},
+    "weights": FREE,  # checked by WeightsSpec.from_table
 }
 _CHECK_KEYS = {"name": str, "command": str, "import": str, "expect": str}
 _PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.-]+)?)\}")
@@ -105,6 +107,7 @@ class Recipe:
     install_commands: list[str] = field(default_factory=list)
     checks: list[CheckSpec] = field(default_factory=list)
     wandb: WandbSettings = field(default_factory=WandbSettings)
+    weights: WeightsSpec | None = None
 
 
 def builtin_names() -> list[str]:
@@ -327,6 +330,7 @@ def _build(source: str, data: dict[str, Any], shared_override: str | None) -> Re
         install_commands=install,
         checks=checks,
         wandb=WandbSettings.from_table(data.get("wandb", {}), source),
+        weights=WeightsSpec.from_table(data.get("weights", {}), Path(shared), source),
     )
 
 

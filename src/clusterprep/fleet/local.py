@@ -6,8 +6,9 @@ import asyncio
 import os
 import pwd
 import signal
+from collections.abc import AsyncIterator
 
-from clusterprep.fleet.transport import CommandResult, OutputCallback, Transport, collect
+from clusterprep.fleet.transport import CommandResult, OutputCallback, Transport, collect, feed
 
 
 def login_shell() -> str:
@@ -32,18 +33,23 @@ class LocalTransport(Transport):
         stdin: bytes | None = None,
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
+        stdin_stream: AsyncIterator[bytes] | None = None,
     ) -> CommandResult:
+        piped = stdin is not None or stdin_stream is not None
         process = await asyncio.create_subprocess_exec(
             login_shell(),
             "-c",
             command,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE if piped else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=os.path.expanduser("~"),
             start_new_session=True,  # so a timeout kills the command's children too
         )
-        if stdin is not None:
+        if stdin_stream is not None:
+            assert process.stdin is not None
+            feeding = asyncio.ensure_future(feed(process.stdin, stdin_stream, process.stdin.close))
+        elif stdin is not None:
             assert process.stdin is not None
             process.stdin.write(stdin)
             feeding = asyncio.ensure_future(_feed_and_close(process.stdin))

@@ -12,6 +12,7 @@ import asyncio
 import errno
 import os
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 import asyncssh
@@ -33,6 +34,7 @@ from clusterprep.fleet.transport import (
     OutputCallback,
     Transport,
     collect,
+    feed,
 )
 from clusterprep.inventory import Node
 
@@ -355,6 +357,7 @@ class SshTransport(Transport):
         stdin: bytes | None = None,
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
+        stdin_stream: AsyncIterator[bytes] | None = None,
     ) -> CommandResult:
         await self.connect()
         assert self._connection is not None
@@ -365,9 +368,14 @@ class SshTransport(Transport):
             reason = getattr(e, "reason", None) or str(e)
             return CommandResult(self.node.name, None, error=NodeError(
                 DISCONNECTED, f"cannot start the command on the open connection: {reason}"))
-        if stdin:
-            process.stdin.write(stdin)
-        process.stdin.write_eof()
+        feeding = None
+        if stdin_stream is not None:
+            feeding = asyncio.ensure_future(feed(process.stdin, stdin_stream,
+                                                 process.stdin.write_eof))
+        else:
+            if stdin:
+                process.stdin.write(stdin)
+            process.stdin.write_eof()
         stderr = _SessionReportReader(process.stderr)
 
         async def wait() -> int | None:
@@ -383,9 +391,12 @@ class SshTransport(Transport):
                     check=False)
             process.close()
 
-        return await collect(
+        result = await collect(
             self.node.name, process.stdout, stderr, wait(), kill, timeout, on_output
         )
+        if feeding is not None:
+            feeding.cancel()
+        return result
 
     async def close(self) -> None:
         if self._connection is not None:

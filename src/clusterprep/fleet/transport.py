@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -91,16 +91,39 @@ class Transport(ABC):
         stdin: bytes | None = None,
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
+        stdin_stream: AsyncIterator[bytes] | None = None,
     ) -> CommandResult:
         """Run `command` in the node's login shell, as `ssh node COMMAND` would.
 
         `stdin` is sent and then closed; it is the only way secrets reach a node (never argv).
+        `stdin_stream` (instead of `stdin`) is sent chunk by chunk as it is produced, with
+        back-pressure, then closed: for large or conversational input.
         Output gathered before a timeout or Ctrl-C is kept in the result.
         """
 
     @abstractmethod
     async def close(self) -> None:
         """Close the connection; safe to call twice."""
+
+
+class _Writer(Protocol):
+    def write(self, data: bytes) -> object: ...
+
+    async def drain(self) -> None: ...
+
+
+async def feed(writer: _Writer, stream: AsyncIterator[bytes], close: Callable[[], object]) -> None:
+    """Send `stream` to a command's stdin, waiting for the peer to keep up, then close it.
+
+    A command that exits before reading everything ends the feeding quietly, as with `ssh`.
+    """
+    try:
+        async for chunk in stream:
+            writer.write(chunk)
+            await writer.drain()
+        close()
+    except (OSError, EOFError, ConnectionError, RuntimeError):
+        pass
 
 
 class _Reader(Protocol):

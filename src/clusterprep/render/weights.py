@@ -1,0 +1,183 @@
+"""What `weights stage|sync|verify` show: live progress on a terminal, then a summary table;
+or one JSON document with `--json`. Renderers only read the result objects."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn,
+                           TransferSpeedColumn)
+from rich.table import Table
+
+from clusterprep.fleet.gather import fold
+from clusterprep.transfer.broadcast import SyncListener, SyncReport
+from clusterprep.transfer.spec import RepoRef
+from clusterprep.transfer.stage import FAILED, StageResult
+from clusterprep.transfer.verify import VerifyReport
+
+_err = Console(stderr=True, highlight=False)
+
+
+def _out() -> Console:
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+class SyncProgress(SyncListener):
+    """One bar per receiving node (bytes received of its stream), on stderr, on a terminal."""
+
+    MAX_BARS = 16  # beyond that, one bar for the slowest node would say as much
+
+    def __init__(self) -> None:
+        self.enabled = _err.is_terminal
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                  DownloadColumn(), TransferSpeedColumn(), console=_err,
+                                  transient=True)
+        self._tasks: dict[str, TaskID] = {}
+
+    def planned(self, nodes: dict[str, int], total_bytes: int) -> None:
+        if not self.enabled:
+            return
+        self._progress.start()
+        for node, size in list(nodes.items())[: self.MAX_BARS]:
+            self._tasks[node] = self._progress.add_task(node, total=max(size, 1))
+
+    def received(self, node: str, done_bytes: int) -> None:
+        if node in self._tasks:
+            self._progress.update(self._tasks[node], completed=done_bytes)
+
+    def finished(self, node: str) -> None:
+        if node in self._tasks:
+            self._progress.update(self._tasks[node], visible=False)
+
+    def stop(self) -> None:
+        if self.enabled:
+            self._progress.stop()
+
+
+class StageProgress:
+    """`weights stage --from-cache`: one line per copied file, on stderr, on a terminal.
+    (Downloads show huggingface_hub's own progress bars.)"""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and _err.is_terminal
+
+    def __call__(self, repo: RepoRef, path: str, copied_bytes: int) -> None:
+        if self.enabled:
+            _err.print(f"{repo.id}: {path} ({_size(copied_bytes)} copied so far)",
+                       highlight=False, markup=False)
+
+
+def stage_table(results: list[StageResult], staging: str) -> None:
+    table = Table(title=f"staging cache {staging}")
+    for column in ("repo", "revision", "commit", "action", "files", "bytes"):
+        table.add_column(column)
+    for r in results:
+        action = f"[red]failed[/]: {r.error}" if r.action == FAILED else r.action
+        table.add_row(r.repo.id, r.repo.revision, (r.commit or "-")[:12], action,
+                      str(r.files) if r.files else "-", _size(r.bytes) if r.bytes else "-")
+    _out().print(table)
+
+
+def stage_document(results: list[StageResult], staging: str) -> dict[str, Any]:
+    return {
+        "ok": all(r.action != FAILED for r in results),
+        "staging": staging,
+        "repos": [{"repo": r.repo.id, "revision": r.repo.revision, "commit": r.commit,
+                   "action": r.action, "files": r.files, "bytes": r.bytes, "error": r.error}
+                  for r in results],
+    }
+
+
+def sync_summary(report: SyncReport) -> None:
+    out = _out()
+    table = Table(title=f"weights sync: {len(report.manifest.files)} files, "
+                        f"{_size(report.manifest.total_bytes)} staged")
+    for column in ("node", "cache", "status", "files written", "bytes"):
+        table.add_column(column)
+    for n in report.nodes:
+        if n.error is not None:
+            status = f"[red]{n.error.kind}[/]: {n.error.message}"
+        elif n.failed:
+            status = "[red]failed[/]: " + "; ".join(f"{p} ({why})" for p, why in n.failed)
+        elif n.files_needed == 0:
+            status = "[green]up to date[/]"
+        else:
+            status = "[green]synced[/]"
+        table.add_row(n.node, n.cache or "-", status, str(n.files_written),
+                      _size(n.bytes_received) if n.bytes_received else "-")
+    out.print(table)
+    if report.mode is None:
+        out.print("nothing to send: every reachable node holds the staged files")
+    else:
+        rate = report.stream_bytes / report.seconds if report.seconds else 0
+        out.print(f"sent {_size(report.stream_bytes)} as a {report.mode} in "
+                  f"{report.seconds:.1f} s ({_size(int(rate))}/s)")
+    if report.fallback_reason:
+        _err.print(f"[yellow]warning:[/] fell back to a star: {report.fallback_reason}",
+                   soft_wrap=True)
+    failed = [n.node for n in report.nodes if not n.ok]
+    if failed:
+        _err.print(f"[red]{len(failed)} of {len(report.nodes)} nodes failed:[/] {fold(failed)}; "
+                   "run `clusterprep weights sync` again to finish", soft_wrap=True)
+
+
+def sync_document(report: SyncReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok, "interrupted": report.interrupted, "mode": report.mode,
+        "fallback_reason": report.fallback_reason, "stream_bytes": report.stream_bytes,
+        "seconds": round(report.seconds, 3), "staged_files": len(report.manifest.files),
+        "staged_bytes": report.manifest.total_bytes,
+        "nodes": [{"node": n.node, "cache": n.cache, "ok": n.ok, "files_needed": n.files_needed,
+                   "files_written": n.files_written, "bytes_received": n.bytes_received,
+                   "failed": [{"path": p, "reason": why} for p, why in n.failed],
+                   "error": n.error.as_dict() if n.error else None}
+                  for n in report.nodes],
+    }
+
+
+def verify_table(report: VerifyReport) -> None:
+    out = _out()
+    table = Table(title="weights verify (" + ("full hashes" if report.full else "sizes") + ")")
+    for column in ("node", "repo", "state", "details"):
+        table.add_column(column)
+    for n in report.nodes:
+        if n.error is not None:
+            table.add_row(n.node, "-", "[red]unreachable[/]" if n.error.kind != "probe-failed"
+                          else "[red]error[/]", f"{n.error.kind}: {n.error.message}")
+            continue
+        for r in n.repos:
+            details = [f"missing {p}" for p in r.missing]
+            details += [f"corrupt {p} ({why})" for p, why in r.corrupt]
+            if r.extra_revisions:
+                details.append("extra revisions: " + ", ".join(r.extra_revisions))
+            state = "[green]complete[/]" if r.complete else "[red]incomplete[/]"
+            table.add_row(n.node, f"{r.repo}@{','.join(r.revisions)}", state, "\n".join(details))
+    out.print(table)
+    bad = [n.node for n in report.nodes if not n.complete]
+    if bad:
+        _err.print(f"[red]{len(bad)} of {len(report.nodes)} nodes are not ready:[/] {fold(bad)}",
+                   soft_wrap=True)
+
+
+def verify_document(report: VerifyReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok, "interrupted": report.interrupted, "full": report.full,
+        "nodes": [{
+            "node": n.node, "cache": n.cache, "cache_source": n.cache_source,
+            "complete": n.complete, "error": n.error.as_dict() if n.error else None,
+            "repos": [{"repo": r.repo, "revisions": r.revisions, "complete": r.complete,
+                       "missing": r.missing,
+                       "corrupt": [{"path": p, "reason": why} for p, why in r.corrupt],
+                       "extra_revisions": r.extra_revisions} for r in n.repos],
+        } for n in report.nodes],
+    }

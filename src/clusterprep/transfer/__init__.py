@@ -1,0 +1,1 @@
+"""Moving file trees to every node: manifests, broadcast, verification (Hugging Face weights)."""

@@ -1,0 +1,112 @@
+"""Is every node's Hugging Face cache what was staged? One offline probe per node.
+
+Per node and repo: complete, missing files (named), corrupt files (named, with why), and
+revisions the node holds that were not staged. Sizes are compared by default, with a file
+hashed when it changed since clusterprep wrote it; `full` hashes every file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterprep.fleet import Fleet, NodeError
+from clusterprep.inventory import Node
+from clusterprep.transfer.manifest import Manifest
+
+
+@dataclass
+class RepoState:
+    """One repo on one node. Paths are relative to the repo's folder (`blobs/HASH`)."""
+
+    repo: str                       # org/name
+    revisions: list[str]
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[tuple[str, str]] = field(default_factory=list)
+    extra_revisions: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.corrupt
+
+
+@dataclass
+class NodeCache:
+    """One node's cache, or why it could not be read."""
+
+    node: str
+    cache: str | None = None
+    cache_source: str | None = None
+    repos: list[RepoState] = field(default_factory=list)
+    error: NodeError | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and all(r.complete for r in self.repos)
+
+
+@dataclass
+class VerifyReport:
+    manifest: Manifest
+    nodes: list[NodeCache]
+    full: bool
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(n.complete for n in self.nodes)
+
+
+async def check_caches(
+    fleet: Fleet,
+    manifest: Manifest,
+    *,
+    full: bool = False,
+    for_sync: bool = False,
+    nodes: list[Node] | None = None,
+    timeout: float | None = None,
+) -> tuple[list[NodeCache], dict[str, list[str]], bool]:
+    """Probe every node's cache against the manifest.
+
+    `for_sync` also hashes files clusterprep has no stamp for (a cache filled by hand), so
+    that only what differs is sent, and records stamps for the files found right.
+    Returns the per-node states, the raw bad paths per node, and whether interrupted.
+    """
+    payload = {
+        "action": "check",
+        "entries": [e.as_list() for e in manifest.entries],
+        "repos": list(manifest.folders),
+        "full": full,
+        "hash_unstamped": for_sync,
+        "record_stamps": for_sync,
+    }
+    results, interrupted = await fleet.probe("hfcache", payload, nodes=nodes, timeout=timeout)
+    states, bad = [], {}
+    for result in results:
+        if result.data is None:
+            states.append(NodeCache(result.node, error=result.error))
+            continue
+        states.append(_node_cache(result.node, result.data, manifest))
+        bad[result.node] = result.data["missing"] + [path for path, _ in result.data["corrupt"]]
+    return states, bad, interrupted
+
+
+def _node_cache(node: str, data: dict[str, Any], manifest: Manifest) -> NodeCache:
+    repos = {folder: RepoState(refs[0].id, [r.revision for r in refs])
+             for folder, refs in manifest.folders.items()}
+    for path in data["missing"]:
+        folder, _, inside = path.partition("/")
+        repos[folder].missing.append(inside)
+    for path, reason in data["corrupt"]:
+        folder, _, inside = path.partition("/")
+        repos[folder].corrupt.append((inside, reason))
+    for folder, revisions in data["extra_revisions"].items():
+        repos[folder].extra_revisions.extend(revisions)
+    return NodeCache(node, data["cache"], data["cache_source"], list(repos.values()))
+
+
+async def verify(fleet: Fleet, manifest: Manifest, *, full: bool = False,
+                 timeout: float | None = None) -> VerifyReport:
+    """Compare every node's cache with the staged manifest; read-only, offline."""
+    states, _, interrupted = await check_caches(fleet, manifest, full=full, timeout=timeout)
+    return VerifyReport(manifest, states, full, interrupted)

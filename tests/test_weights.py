@@ -1,0 +1,250 @@
+"""`clusterprep weights stage|sync|verify` on the simulated cluster, with a staging cache in the
+real hub layout (tests/hubcache.py: the Hub itself cannot be reached from tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import hubcache
+from conftest import SRC
+
+DEFAULT_CACHE = Path(".cache/huggingface/hub")
+REPO_OPTIONS = ["--repo", "org/alpha", "--repo", "org/alpha@v1", "--repo", "org/beta"]
+
+
+@pytest.fixture
+def staging(tmp_path: Path) -> Path:
+    return hubcache.build_staging(tmp_path / "shared-hf-hub")
+
+
+@pytest.fixture
+def nodes(cluster4):
+    """cluster4 with empty Hugging Face caches, emptied again (and .bashrc restored) after."""
+    bashrcs = {node.name: (node.home / ".bashrc").read_text() for node in cluster4.nodes}
+
+    def wipe() -> None:
+        for node in cluster4.nodes:
+            for folder in (".cache/huggingface", ".cache/clusterprep", "hf-elsewhere"):
+                shutil.rmtree(node.home / folder, ignore_errors=True)
+            (node.home / ".bashrc").write_text(bashrcs[node.name])
+
+    wipe()
+    yield cluster4
+    wipe()
+
+
+def weights(cli, sim, action: str, staging: Path, *extra: str, timeout: float = 60):
+    return cli("weights", action, "-n", str(sim.nodes_file), "-F", str(sim.ssh_config),
+               "--staging", str(staging), *REPO_OPTIONS, *extra, timeout=timeout)
+
+
+def tree(root: Path) -> dict[str, tuple[str, str]]:
+    """Every file and link under root: relative path -> ("link", target) or ("file", sha256)."""
+    found = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                found[rel] = ("link", os.readlink(path))
+            else:
+                found[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest())
+    return found
+
+
+def staged_tree(staging: Path) -> dict[str, tuple[str, str]]:
+    return {path: what for path, what in tree(staging).items()
+            if path.startswith("models--")}
+
+
+def test_sync_makes_every_cache_byte_identical_to_staging_with_links_kept(cli, nodes, staging):
+    result = weights(cli, nodes, "sync", staging, "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    report = result.json()
+    assert report["mode"] == "chain"
+    expected = staged_tree(staging)
+    for node in nodes.nodes:
+        cache = node.home / DEFAULT_CACHE
+        assert tree(cache) == expected, node.name
+        assert not (cache / ".locks").exists()
+        assert not (node.home / ".cache/huggingface/token").exists()
+    # Links stay relative links into blobs/, at every depth.
+    link = (nodes.nodes[3].home / DEFAULT_CACHE / "models--org--alpha/snapshots" /
+            hubcache.ALPHA_MAIN / "vae/diffusion/weights.bin")
+    assert os.readlink(link).startswith("../../../../blobs/")
+
+    again = weights(cli, nodes, "sync", staging, "--json")
+    assert again.exit_code == 0, again.stderr
+    assert again.json()["mode"] is None
+    assert all(n["files_needed"] == 0 for n in again.json()["nodes"])
+
+
+def test_a_node_whose_hf_home_points_elsewhere_gets_its_cache_there(cli, nodes, staging):
+    node = nodes.node("node03")
+    bashrc = node.home / ".bashrc"
+    # Before the interactive-only guard, as a cluster's ssh commands (and launchers) see it.
+    bashrc.write_text("export HF_HOME=/root/hf-elsewhere\n" + bashrc.read_text())
+
+    result = weights(cli, nodes, "sync", staging, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    by_node = {n["node"]: n for n in result.json()["nodes"]}
+    assert by_node["node03"]["cache"] == "/root/hf-elsewhere/hub"
+    assert tree(node.home / "hf-elsewhere/hub") == staged_tree(staging)
+    assert not (node.home / DEFAULT_CACHE).exists()
+    verify = weights(cli, nodes, "verify", staging, "--json")
+    assert verify.exit_code == 0, verify.stdout
+
+
+def test_verify_names_a_deleted_and_a_corrupted_blob_and_sync_repairs_them(cli, nodes, staging):
+    assert weights(cli, nodes, "sync", staging).exit_code == 0
+    alpha = "models--org--alpha/blobs/"
+    main_model = hubcache.blob_name(hubcache.pseudo_random("alpha-main", 3 * hubcache.MB))
+    vae = hubcache.blob_name(hubcache.pseudo_random("alpha-vae", 2 * hubcache.MB + 123))
+    (nodes.node("node02").home / DEFAULT_CACHE / alpha / main_model).unlink()
+    with open(nodes.node("node04").home / DEFAULT_CACHE / alpha / vae, "r+b") as f:
+        f.seek(1000)
+        f.write(b"bit rot")  # same size: only a hash tells
+
+    result = weights(cli, nodes, "verify", staging, "--json")
+
+    assert result.exit_code == 1
+    states = {(n["node"], r["repo"]): r for n in result.json()["nodes"] for r in n["repos"]}
+    assert states[("node02", "org/alpha")]["missing"] == [f"blobs/{main_model}"]
+    assert states[("node02", "org/alpha")]["corrupt"] == []
+    assert [c["path"] for c in states[("node04", "org/alpha")]["corrupt"]] == [f"blobs/{vae}"]
+    assert states[("node04", "org/alpha")]["missing"] == []
+    complete = {key for key, state in states.items() if state["complete"]}
+    assert complete == set(states) - {("node02", "org/alpha"), ("node04", "org/alpha")}
+
+    repair = weights(cli, nodes, "sync", staging, "--json")
+    assert repair.exit_code == 0, repair.stderr
+    sent = {n["node"]: n["files_written"] for n in repair.json()["nodes"]}
+    assert sent == {"node01": 0, "node02": 1, "node03": 0, "node04": 1}
+    assert weights(cli, nodes, "verify", staging, "--full").exit_code == 0
+
+
+def test_verify_full_hashes_what_sizes_cannot_see_and_reports_extra_revisions(cli, nodes,
+                                                                             staging):
+    assert weights(cli, nodes, "sync", staging).exit_code == 0
+    node = nodes.node("node01")
+    hubcache.add_revision(node.home / DEFAULT_CACHE, "org/beta", None, "c" * 40,
+                          {"old.bin": b"an older revision\n"})
+    result = weights(cli, nodes, "verify", staging, "--json", "--full")
+    assert result.exit_code == 0
+    beta = next(r for n in result.json()["nodes"] if n["node"] == "node01"
+                for r in n["repos"] if r["repo"] == "org/beta")
+    assert beta["extra_revisions"] == ["c" * 40]
+
+
+def test_a_sync_killed_half_way_leaves_no_partial_file_under_a_final_name(cli, nodes, staging,
+                                                                           tmp_path):
+    argv = [sys.executable, "-m", "clusterprep", "weights", "sync", "-n", str(nodes.nodes_file),
+            "-F", str(nodes.ssh_config), "--staging", str(staging), *REPO_OPTIONS,
+            "--bwlimit", "3"]  # 11.5 MB at 3 MB/s: about 4 s, time enough to interrupt it
+    env = dict(os.environ, PYTHONPATH=str(SRC), HOME=str(tmp_path))
+    sync = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    caches = [node.home / DEFAULT_CACHE for node in nodes.nodes]
+    deadline = time.monotonic() + 20
+    while not any(p.name.endswith(".clusterprep-partial") and p.stat().st_size > 0
+                  for cache in caches if cache.exists() for p in cache.rglob("*")):
+        assert time.monotonic() < deadline, "the sync never started writing"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    sync.send_signal(signal.SIGKILL)
+    sync.wait()
+    time.sleep(0.5)  # the receivers see their input end, and clean up
+
+    expected = staged_tree(staging)
+    some_missing = False
+    for cache in caches:
+        for path, what in tree(cache).items():
+            assert not path.endswith(".clusterprep-partial"), path
+            assert expected[path] == what, f"{path} is under its final name but not whole"
+        some_missing |= tree(cache) != expected
+    assert some_missing, "the sync finished before it was killed: nothing was tested"
+
+    assert weights(cli, nodes, "sync", staging).exit_code == 0
+    assert weights(cli, nodes, "verify", staging, "--full").exit_code == 0
+    for cache in caches:
+        assert tree(cache) == expected
+
+
+def test_an_unreachable_node_is_named_and_the_others_complete(cli, make_cluster, staging):
+    sim = make_cluster(3)
+    sim.node("node02").stop()
+
+    result = weights(cli, sim, "sync", staging, "--json")
+
+    assert result.exit_code == 1
+    by_node = {n["node"]: n for n in result.json()["nodes"]}
+    assert by_node["node02"]["error"]["kind"] == "refused"
+    assert by_node["node01"]["ok"] and by_node["node03"]["ok"]
+    for name in ("node01", "node03"):
+        assert tree(sim.node(name).home / DEFAULT_CACHE) == staged_tree(staging)
+    human = weights(cli, sim, "sync", staging)
+    assert "node02" in human.stderr and "node02" in human.stdout
+
+
+def test_the_star_sends_the_same_bytes_from_the_head(cli, nodes, staging):
+    result = weights(cli, nodes, "sync", staging, "--json", "--star")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["mode"] == "star"
+    for node in nodes.nodes:
+        assert tree(node.home / DEFAULT_CACHE) == staged_tree(staging)
+
+
+def test_huggingface_hub_loads_a_synced_file_by_repo_id_offline(cli, nodes, staging):
+    assert weights(cli, nodes, "sync", staging).exit_code == 0
+    # The nodes' own Python lacks huggingface_hub, so this Python reads node03's cache
+    # folder (byte for byte what node03 holds) with the Hub switched off.
+    cache = nodes.node("node03").home / DEFAULT_CACHE
+    code = (
+        "from huggingface_hub import hf_hub_download as get\n"
+        "print(open(get('org/alpha', 'vae/diffusion/weights.bin'), 'rb').read()[:16].hex())\n"
+        "print(open(get('org/alpha', 'model.safetensors', revision='v1'), 'rb').read()[:16].hex())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [
+        hubcache.pseudo_random("alpha-vae", 16).hex(),
+        hubcache.pseudo_random("alpha-v1", 16).hex(),
+    ]
+
+
+def test_stage_from_the_heads_own_cache_copies_revisions_but_no_token(cli, tmp_path):
+    hf_home = tmp_path / "hf-home"
+    hubcache.build_staging(hf_home / "hub")
+    (hf_home / "token").write_text("hf_secret_token_value")
+    target = tmp_path / "shared" / "hf-hub"
+
+    first = cli("weights", "stage", "--from-cache", "--shared-dir", str(tmp_path / "shared"),
+                *REPO_OPTIONS, "--json", env={"HF_HOME": str(hf_home)})
+
+    assert first.exit_code == 0, first.stdout + first.stderr
+    assert [r["action"] for r in first.json()["repos"]] == ["copied", "copied", "copied"]
+    assert staged_tree(target) == staged_tree(hf_home / "hub")
+    assert not (target / "token").exists() and not (target.parent / "token").exists()
+    assert "hf_secret_token_value" not in first.stdout + first.stderr
+    again = cli("weights", "stage", "--from-cache", "--staging", str(target), *REPO_OPTIONS,
+                "--json", env={"HF_HOME": str(hf_home)})
+    assert [r["action"] for r in again.json()["repos"]] == ["present"] * 3
+
+
+def test_sync_names_a_repo_that_is_not_staged(cli, nodes, staging):
+    result = cli("weights", "sync", "-n", str(nodes.nodes_file), "-F", str(nodes.ssh_config),
+                 "--staging", str(staging), "--repo", "org/gamma")
+    assert result.exit_code == 2
+    assert "org/gamma@main is not staged" in result.stderr
