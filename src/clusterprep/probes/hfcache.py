@@ -272,21 +272,17 @@ def connect_downstream(address, port, secret):
 
 
 class Source:
-    """Exactly-sized reads from stdin or from the previous node's socket."""
+    """Reads from stdin or from the previous node's socket: whatever has arrived, up to n
+    bytes (b"" only at the end). Passing bytes on as soon as they arrive, rather than after a
+    whole chunk, keeps each hop from adding a chunk's transfer time to the chain."""
 
     def __init__(self, sock):
         self.sock = sock
 
     def read(self, n):
         if self.sock is None:
-            return sys.stdin.buffer.read(n)
-        data = bytearray()
-        while len(data) < n:
-            part = self.sock.recv(n - len(data))
-            if not part:
-                break
-            data += part
-        return bytes(data)
+            return sys.stdin.buffer.read1(n)
+        return self.sock.recv(n)
 
 
 def partial_name(final):
