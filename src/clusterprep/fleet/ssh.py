@@ -346,6 +346,10 @@ class SshTransport(Transport):
         self._connector = connector
         self._connection: asyncssh.SSHClientConnection | None = None
 
+    @property
+    def host_address(self) -> str:
+        return self.settings.hostname
+
     async def connect(self) -> None:
         if self._connection is None:
             self._connection = await self._connector.open(self.settings, self.node.name)

@@ -79,6 +79,12 @@ class Transport(ABC):
     def __init__(self, node: Node) -> None:
         self.node = node
 
+    @property
+    def host_address(self) -> str | None:
+        """The host name or address this machine reaches the node at (None: this machine).
+        Other nodes dial it for node-to-node traffic, such as the weights chain."""
+        return None
+
     @abstractmethod
     async def connect(self) -> None:
         """Open the connection. Raises NodeUnreachable with a classified cause."""

@@ -374,12 +374,9 @@ def _line(obj: dict[str, Any]) -> bytes:
 
 
 def _address_of(transport: Transport) -> str:
-    """The address the head reaches a node at, which the previous node in the chain dials.
-
-    Only SSH transports have one (`HostName` as `ssh -G` resolves it); a local node is here.
-    """
-    settings = getattr(transport, "settings", None)
-    host = getattr(settings, "hostname", None) or "127.0.0.1"
+    """The address the head reaches a node at, which the previous node in the chain dials
+    (for an SSH node, its `HostName` as `ssh -G` resolves it; a local node is this machine)."""
+    host = transport.host_address or "127.0.0.1"
     try:
         return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
     except OSError:
