@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 
 import asyncssh
 
-from clusterprep.errors import SshConfigError
 from clusterprep.fleet import sshconfig
 from clusterprep.fleet.sshconfig import HostSettings
 from clusterprep.fleet.transport import (
@@ -83,28 +82,26 @@ class SshConnector:
     def __init__(self, options: SshOptions) -> None:
         self.options = options
         self._attempts = asyncio.Semaphore(max(1, options.fanout))
-        self._settings: dict[str, asyncio.Task[dict[str, HostSettings | SshConfigError]]] = {}
+        self._settings: dict[str, asyncio.Future[HostSettings]] = {}
+        self._resolving: list[asyncio.Task[None]] = []  # the `ssh -G` work under way
         self._keys: dict[str, list[asyncssh.SSHKeyPair]] = {}
         self._agent_keys: list[asyncssh.SSHKeyPair] | None = None
         self._known_hosts: dict[tuple[str, ...], asyncssh.SSHKnownHosts] = {}
         self._bastions: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
 
     def prefetch(self, hosts: list[str]) -> None:
-        """Start resolving many hosts at once (one batch), ahead of their `resolve` calls."""
+        """Start resolving many hosts at once, ahead of their `resolve` calls."""
         missing = [host for host in dict.fromkeys(hosts) if host not in self._settings]
         if missing:
-            batch = asyncio.ensure_future(
-                sshconfig.resolve_many(missing, self.options.config_file))
-            for host in missing:
-                self._settings[host] = batch
+            futures, task = sshconfig.resolve_many(missing, self.options.config_file)
+            self._settings.update(futures)
+            if task is not None:
+                self._resolving.append(task)
 
     async def resolve(self, host: str) -> HostSettings:
         """The host's settings as `ssh -G` gives them. Raises SshConfigError."""
         self.prefetch([host])
-        settings = (await asyncio.shield(self._settings[host]))[host]
-        if isinstance(settings, SshConfigError):
-            raise settings
-        return settings
+        return await asyncio.shield(self._settings[host])
 
     async def open(self, settings: HostSettings, label: str) -> asyncssh.SSHClientConnection:
         """Open a connection to a resolved host, or raise NodeUnreachable naming the cause."""
@@ -203,6 +200,8 @@ class SshConnector:
         return self._known_hosts[files]
 
     async def close(self) -> None:
+        for resolving in self._resolving:
+            resolving.cancel()
         for task in self._bastions.values():
             if task.done() and not task.cancelled() and task.exception() is None:
                 task.result().close()

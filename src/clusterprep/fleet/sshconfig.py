@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 
 from clusterprep.errors import SshConfigError
+from clusterprep.fleet import sshcache
 
 DEFAULT_PORT = 22
 
@@ -96,44 +97,83 @@ for host do ssh -G "${options[@]}" -- "$host" </dev/null 2>&1; printf '\\n\\036%
 _BATCHES = 4
 
 
-async def resolve_many(
+def resolve_many(
     hosts: list[str], config_file: str | None = None
-) -> dict[str, HostSettings | SshConfigError]:
-    """Run `ssh -G [-F FILE] HOST` for every host (each may be `user@host`), a few at a time.
+) -> tuple[dict[str, asyncio.Future[HostSettings]], asyncio.Task[None] | None]:
+    """Start `ssh -G [-F FILE] HOST` for every host (each may be `user@host`), a few shells
+    at a time, answering from the cache (`sshcache`) while the config is unchanged. Call from
+    a running event loop.
 
-    Returns each host's settings, or the SshConfigError saying why OpenSSH rejected it (its
-    message names the config file and line).
+    Returns a future per host, settled as soon as that host's answer arrives (so its
+    connection can start while the others resolve): its settings, or the SshConfigError saying
+    why OpenSSH rejected it (the message names the config file and line). Also returns the
+    task doing the work, for the caller to cancel on close.
     """
+    loop = asyncio.get_running_loop()
+    futures = {host: loop.create_future() for host in dict.fromkeys(hosts)}
     if not ssh_available():
         error = "the OpenSSH client `ssh` is not installed on this machine"
-        return {host: SshConfigError(host, error) for host in hosts}
-    unique = list(dict.fromkeys(hosts))
-    size = max(1, -(-len(unique) // _BATCHES))
-    batches = [unique[i:i + size] for i in range(0, len(unique), size)]
-    outputs = await asyncio.gather(*(_resolve_batch(batch, config_file) for batch in batches))
-    resolved: dict[str, HostSettings | SshConfigError] = {}
-    for batch, results in zip(batches, outputs):
-        for host, (status, text) in zip(batch, results):
-            if status == 0:
-                resolved[host] = parse_ssh_g(host.rpartition("@")[2], text)
-            else:
-                detail = text.replace("\r", "").strip() or f"ssh -G exited {status}"
-                resolved[host] = SshConfigError(host, detail)
-    return resolved
+        for host, future in futures.items():
+            future.set_exception(SshConfigError(host, error))
+        return futures, None
+    key = sshcache.config_key(config_file)
+    cached = sshcache.load(key) if key else {}
+    for host, text in cached.items():
+        if host in futures:
+            _settle(futures[host], host, 0, text)
+    missing = [host for host, future in futures.items() if not future.done()]
+    task = asyncio.ensure_future(_resolve_all(missing, config_file, futures, key))
+    return futures, task
 
 
-async def _resolve_batch(hosts: list[str], config_file: str | None) -> list[tuple[int, str]]:
+async def _resolve_all(hosts: list[str], config_file: str | None,
+                       futures: dict[str, asyncio.Future[HostSettings]], key: str | None) -> None:
+    size = max(1, -(-len(hosts) // _BATCHES))
+    answers: dict[str, str] = {}
+    await asyncio.gather(*(_resolve_batch(hosts[i:i + size], config_file, futures, answers)
+                           for i in range(0, len(hosts), size)))
+    if key and answers:
+        sshcache.save(key, answers)
+
+
+async def _resolve_batch(hosts: list[str], config_file: str | None,
+                         futures: dict[str, asyncio.Future[HostSettings]],
+                         answers: dict[str, str]) -> None:
     options = ["-F", config_file] if config_file else []
-    process = await asyncio.create_subprocess_exec(
-        "bash", "-c", _BATCH_SCRIPT, "resolve", str(len(options)), *options, *hosts,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await process.communicate()
-    text, *records = out.decode(errors="replace").split("\n\036")
-    results = []
-    for record in records:  # "STATUS\nNEXT HOST'S OUTPUT"
-        status, _, following = record.partition("\n")
-        results.append((int(status) if status.isdigit() else 255, text))
-        text = following
-    results += [(255, "ssh -G gave no answer")] * (len(hosts) - len(results))
-    return results
+    waiting = iter(hosts)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "bash", "-c", _BATCH_SCRIPT, "resolve", str(len(options)), *options, *hosts,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        buffer = b""
+        while chunk := await process.stdout.read(65536):
+            buffer += chunk
+            # Each host's record: its output, "\n\036", ssh's exit status, "\n".
+            while (mark := buffer.find(b"\n\036")) >= 0:
+                end = buffer.find(b"\n", mark + 2)
+                if end < 0:
+                    break
+                text, status = buffer[:mark].decode(errors="replace"), buffer[mark + 2:end]
+                buffer = buffer[end + 1:]
+                host = next(waiting)
+                code = int(status) if status.isdigit() else 255
+                _settle(futures[host], host, code, text)
+                if code == 0:
+                    answers[host] = text
+        await process.wait()
+    finally:
+        for host in waiting:
+            if not futures[host].done():
+                futures[host].set_exception(SshConfigError(host, "ssh -G gave no answer"))
+
+
+def _settle(future: asyncio.Future[HostSettings], host: str, status: int, text: str) -> None:
+    if future.done():
+        return
+    if status == 0:
+        future.set_result(parse_ssh_g(host.rpartition("@")[2], text))
+    else:
+        detail = text.replace("\r", "").strip() or f"ssh -G exited {status}"
+        future.set_exception(SshConfigError(host, detail))
