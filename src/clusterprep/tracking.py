@@ -9,10 +9,9 @@ it finds the login, and logs one metric (`probes/wandb_check.py`).
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,50 +343,18 @@ async def verify(
     """On every node, under `python`: wandb imports, finds the login, logs one metric in a
     run named after the node (mode "offline" or "online")."""
 
-    async def one(node: Node) -> tuple[list[ProbeResult], bool]:
-        payload = {"base_url": url, "project": project, "name": node.name, "mode": mode}
-        return await fleet.probe("wandb_check", payload, python=python, isolated=False,
-                                 timeout=timeout, nodes=[node])
+    def payload(node: Node) -> dict[str, str]:
+        return {"base_url": url, "project": project, "name": node.name, "mode": mode}
 
-    answers, interrupted = await _each_node(fleet, one)
+    answers, interrupted = await fleet.probe("wandb_check", payload, python=python,
+                                             isolated=False, timeout=timeout)
     checks = [_check(node, answer, python)
               for node, answer in zip(fleet.inventory.nodes, answers)]
     return VerifyReport(url, project, mode, note, checks, interrupted)
 
 
-async def _each_node(
-    fleet: Fleet,
-    call: Callable[[Node], Awaitable[tuple[list[ProbeResult], bool]]],
-) -> tuple[list[ProbeResult | None], bool]:
-    """Run a per-node probe call on all nodes at once; Ctrl-C keeps what has come back."""
-    tasks = [asyncio.ensure_future(call(node)) for node in fleet.inventory.nodes]
-    interrupted = False
-    try:
-        await asyncio.wait(tasks)
-    except asyncio.CancelledError:
-        interrupted = True
-        for task in tasks:
-            task.cancel()  # each Fleet.run stops its node and returns what it gathered
-        await asyncio.wait(tasks)
-        uncancel = getattr(asyncio.current_task(), "uncancel", None)
-        if uncancel is not None:
-            uncancel()
-    answers: list[ProbeResult | None] = []
-    for task in tasks:
-        if task.cancelled():
-            answers.append(None)
-            continue
-        results, stopped = task.result()
-        interrupted = interrupted or stopped
-        answers.append(results[0])
-    return answers, interrupted
-
-
-def _check(node: Node, answer: ProbeResult | None, python: str) -> WandbCheck:
+def _check(node: Node, answer: ProbeResult, python: str) -> WandbCheck:
     check = WandbCheck(node.name)
-    if answer is None:
-        check.error = NodeError("interrupted", "interrupted")
-        return check
     if answer.error is not None:
         if answer.command.exit_code == PYTHON_NOT_FOUND:
             check.problems.append(f"{python} not found on the node")

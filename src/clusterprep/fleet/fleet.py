@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,19 +121,22 @@ class Fleet:
         self,
         command: str,
         *,
-        stdin: bytes | None = None,
+        stdin: bytes | Callable[[Node], bytes] | None = None,
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
         nodes: Iterable[Node] | None = None,
     ) -> FleetResult:
         """Run one shell command on every node (or on `nodes`) at once.
 
+        `stdin` is the same for every node, or a function giving each node its own.
+
         Ctrl-C (cancellation) stops the nodes still running and returns everything gathered so
         far, finished nodes whole and the others marked interrupted with their partial output.
         """
         targets = list(nodes) if nodes is not None else self.inventory.nodes
         tasks = [
-            asyncio.ensure_future(self._run_one(node, command, stdin, timeout, on_output))
+            asyncio.ensure_future(self._run_one(
+                node, command, stdin(node) if callable(stdin) else stdin, timeout, on_output))
             for node in targets
         ]
         interrupted = False
@@ -173,7 +176,7 @@ class Fleet:
     async def probe(
         self,
         name: str,
-        payload: dict[str, Any] | None = None,
+        payload: dict[str, Any] | Callable[[Node], dict[str, Any]] | None = None,
         *,
         python: str = "python3",
         isolated: bool = True,
@@ -183,14 +186,19 @@ class Fleet:
     ) -> tuple[list[ProbeResult], bool]:
         """Run the probe script `probes/NAME.py` on every node in one round trip each.
 
-        The script and its JSON input travel on stdin; it prints one JSON object. `python` and
+        The script and its JSON input (`payload`, or `payload(node)` for a per-node input)
+        travel on stdin; it prints one JSON object. `python` and
         `isolated` choose the interpreter and whether it ignores its site and environment (see
         `probes.command`). Returns the per-node results and whether the run was interrupted.
         """
-        script = probes.load(name)
-        stdin = script.encode() + json.dumps(payload or {}).encode()
+        script = probes.load(name).encode()
+
+        def stdin(node: Node) -> bytes:
+            data = payload(node) if callable(payload) else payload
+            return script + json.dumps(data or {}).encode()
+
         outcome = await self.run(
-            probes.command(script, python, isolated), stdin=stdin, timeout=timeout, nodes=nodes,
+            probes.command(script.decode(), python, isolated), stdin=stdin, timeout=timeout, nodes=nodes,
             on_output=on_output,
         )
         return [_parse_probe(result, name) for result in outcome.results], outcome.interrupted
