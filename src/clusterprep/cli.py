@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from clusterprep import __version__, tracking
 from clusterprep.check.inspect import inspect
@@ -299,6 +299,18 @@ def _ssh_options(args: argparse.Namespace) -> SshOptions:
     )
 
 
+class _Outcome(Protocol):
+    ok: bool
+    interrupted: bool
+
+
+def _exit_status(outcome: _Outcome) -> int:
+    """130 when the user interrupted, else 0 when every node succeeded, else 1."""
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
 def _run_async(work: Callable[[], Coroutine[Any, Any, int]]) -> int:
     try:
         return asyncio.run(work())
@@ -311,17 +323,12 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
     async def work() -> int:
         async with Fleet(inventory, _ssh_options(args)) as fleet:
-            reports, interrupted = await survey(fleet, timeout=args.timeout)
+            result = await survey(fleet, timeout=args.timeout)
         if args.json:
-            document = jsonout.nodes_document(reports, interrupted, inventory.warnings)
-            jsonout.emit(document)
-            ok = document["ok"]
+            jsonout.emit(jsonout.nodes_document(result, inventory.warnings))
         else:
-            console.nodes_table(reports, interrupted)
-            ok = all(r.reachable and r.error is None for r in reports)
-        if interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_OK if ok else EXIT_FAILED
+            console.nodes_table(result)
+        return _exit_status(result)
 
     return _run_async(work)
 
@@ -345,9 +352,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.failure_summary(outcome)
         else:
             console.grouped_output(outcome)
-        if outcome.interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_OK if outcome.ok else EXIT_FAILED
+        return _exit_status(outcome)
 
     return _run_async(work)
 
@@ -372,9 +377,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             jsonout.emit(steps_json.up_document(result, inventory.warnings))
         else:
             steps_console.summary(result)
-        if result.interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_OK if result.ok else EXIT_FAILED
+        return _exit_status(result)
 
     return _run_async(work)
 
@@ -391,7 +394,7 @@ def cmd_down(args: argparse.Namespace) -> int:
             jsonout.emit(steps_json.up_document(result, inventory.warnings))
         else:
             steps_console.down_summary(result)
-        return EXIT_OK if result.ok else EXIT_FAILED
+        return _exit_status(result)
 
     return _run_async(work)
 
@@ -413,9 +416,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             check_console.check_report(report)
             if args.html:
                 console.note(f"report written to {args.html}")
-        if report.interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_OK if report.ok else EXIT_FAILED
+        return _exit_status(report)
 
     return _run_async(work)
 
@@ -437,9 +438,7 @@ def _netrc_exit(args: argparse.Namespace, report: tracking.NetrcReport) -> int:
         jsonout.emit(tracking_render.netrc_document(report))
     else:
         tracking_render.netrc_table(report)
-    if report.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return _exit_status(report)
 
 
 def cmd_wandb_login(args: argparse.Namespace) -> int:
@@ -493,9 +492,7 @@ def cmd_wandb_verify(args: argparse.Namespace) -> int:
             jsonout.emit(tracking_render.verify_document(report))
         else:
             tracking_render.verify_table(report)
-        if report.interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_OK if report.ok else EXIT_FAILED
+        return _exit_status(report)
 
     return _run_async(work)
 
@@ -548,9 +545,7 @@ def cmd_weights_sync(args: argparse.Namespace) -> int:
             jsonout.emit(weights_render.sync_document(report))
         else:
             weights_render.sync_summary(report)
-        if report.interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_OK if report.ok else EXIT_FAILED
+        return _exit_status(report)
 
     return _run_async(work)
 
@@ -568,9 +563,7 @@ def cmd_weights_verify(args: argparse.Namespace) -> int:
             jsonout.emit(weights_render.verify_document(report))
         else:
             weights_render.verify_table(report)
-        if report.interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_OK if report.ok else EXIT_FAILED
+        return _exit_status(report)
 
     return _run_async(work)
 

@@ -23,11 +23,22 @@ class NodeReport:
     error: NodeError | None = None
 
 
-async def survey(fleet: Fleet, timeout: float | None = None) -> tuple[list[NodeReport], bool]:
-    """Connect to every node, time a no-op round trip, and read its facts in one probe.
+@dataclass
+class Survey:
+    """Every node's report, in inventory order."""
 
-    Returns the reports in inventory order and whether the user interrupted.
-    """
+    reports: list[NodeReport]
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Every node reachable and described."""
+        return not self.interrupted and all(r.reachable and r.error is None
+                                            for r in self.reports)
+
+
+async def survey(fleet: Fleet, timeout: float | None = None) -> Survey:
+    """Connect to every node, time a no-op round trip, and read its facts in one probe."""
     await fleet.connect()
     ping = await fleet.run("true", timeout=timeout)
     facts, interrupted = await fleet.probe("facts", timeout=timeout)
@@ -45,4 +56,4 @@ async def survey(fleet: Fleet, timeout: float | None = None) -> tuple[list[NodeR
             report.gpu_model = ", ".join(sorted({g["name"] for g in gpus})) or None
         report.error = pong.error or fact.error
         reports.append(report)
-    return reports, interrupted or ping.interrupted
+    return Survey(reports, interrupted or ping.interrupted)

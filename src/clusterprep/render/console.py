@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from clusterprep.fleet import CommandResult, FleetResult
 from clusterprep.fleet.gather import fold, group_outputs
-from clusterprep.survey import NodeReport
+from clusterprep.survey import Survey
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -45,10 +45,11 @@ def error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
-def nodes_table(reports: list[NodeReport], interrupted: bool) -> None:
+def nodes_table(result: Survey) -> None:
     from rich.table import Table
 
     console = stdout_console()
+    reports = result.reports
     table = Table(title=f"{len(reports)} node{'s' if len(reports) != 1 else ''}")
     for column in ("node", "head", "reachable", "rtt ms", "hostname", "os", "cpus", "gpus"):
         table.add_column(column, justify="right" if column in ("rtt ms", "cpus", "gpus")
@@ -70,7 +71,7 @@ def nodes_table(reports: list[NodeReport], interrupted: bool) -> None:
     for r in failures:
         assert r.error is not None
         console.print(f"[red]{r.node}[/]: {r.error.kind}: {r.error.message}", soft_wrap=True)
-    if interrupted:
+    if result.interrupted:
         console.print("[yellow]interrupted: nodes not yet answered are shown as unreachable[/]")
 
 

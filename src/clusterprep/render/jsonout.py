@@ -10,7 +10,7 @@ from typing import Any
 
 from clusterprep.check.model import CheckReport
 from clusterprep.fleet import FleetResult, NodeError
-from clusterprep.survey import NodeReport
+from clusterprep.survey import Survey
 
 
 def emit(document: dict[str, Any]) -> None:
@@ -44,18 +44,17 @@ def run_document(outcome: FleetResult, warnings: list[str]) -> dict[str, Any]:
             "warnings": warnings}
 
 
-def nodes_document(reports: list[NodeReport], interrupted: bool,
-                   warnings: list[str]) -> dict[str, Any]:
+def nodes_document(result: Survey, warnings: list[str]) -> dict[str, Any]:
     rows = [
         {
             "node": r.node, "head": r.head, "reachable": r.reachable, "rtt_ms": r.rtt_ms,
             "hostname": r.hostname, "os": r.os, "cpus": r.cpus, "gpus": r.gpus,
             "gpu_model": r.gpu_model, "error": _error(r.error),
         }
-        for r in reports
+        for r in result.reports
     ]
-    ok = not interrupted and all(r.reachable and r.error is None for r in reports)
-    return {"ok": ok, "interrupted": interrupted, "nodes": rows, "warnings": warnings}
+    return {"ok": result.ok, "interrupted": result.interrupted, "nodes": rows,
+            "warnings": warnings}
 
 
 def check_document(report: CheckReport, warnings: list[str]) -> dict[str, Any]:
