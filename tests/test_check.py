@@ -152,3 +152,18 @@ def test_an_unreachable_node_and_a_missing_env_are_named(checked_cluster, cli):
     by_node = {n["node"]: n for n in document["nodes"]}
     assert by_node["node02"]["error"]["kind"] == "refused"
     assert "/no/such/env/bin/python" in by_node["node01"]["error"]["message"]
+
+
+def test_a_node_with_a_missing_gpu_or_another_driver_is_critical(checked_cluster, cli):
+    sim, args = checked_cluster
+    for node in sim.nodes:
+        gpus, driver = {"node02": (7, "550.54.15"), "node04": (8, "535.161.08")}.get(
+            node.name, (8, "550.54.15"))
+        setupkit.fake_nvidia_smi(node.home, gpus, driver=driver)
+    result = cli("check", *args, "--json")
+    assert result.exit_code == 1
+    found = findings(result.json())
+    assert found["gpu:count"]["severity"] == "critical"
+    assert found["gpu:count"]["values"] == {"8": ["node01", "node03", "node04"], "7": ["node02"]}
+    assert found["gpu:driver"]["nodes"] == ["node04"]
+    assert found["gpu:driver"]["severity"] == "critical"

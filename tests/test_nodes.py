@@ -172,3 +172,17 @@ def test_a_broken_ssh_config_is_reported_with_its_file_and_line(cli, tmp_path):
     result = cli("run", "-n", "some-node", "-F", str(config), "true")
     assert result.exit_code == 2
     assert f"{config}: line 2: Bad configuration option" in result.stderr
+
+
+def test_gpus_are_counted_from_nvidia_smi(cli, make_cluster):
+    import setupkit
+
+    sim = make_cluster(2)
+    setupkit.fake_nvidia_smi(sim.node("node01").home, 8)
+    result = cli("nodes", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config), "--json")
+    assert result.exit_code == 0, result.stdout
+    rows = {row["node"]: row for row in result.json()["nodes"]}
+    assert (rows["node01"]["gpus"], rows["node01"]["gpu_model"]) == (8, "NVIDIA H100 80GB HBM3")
+    assert (rows["node02"]["gpus"], rows["node02"]["gpu_model"]) == (0, None)
+    table = cli("nodes", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config))
+    assert "8 x NVIDIA H100 80GB HBM3" in table.stdout
