@@ -4,6 +4,7 @@ real hub layout (tests/hubcache.py: the Hub itself cannot be reached from tests)
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -248,3 +249,31 @@ def test_sync_names_a_repo_that_is_not_staged(cli, nodes, staging):
                  "--staging", str(staging), "--repo", "org/gamma")
     assert result.exit_code == 2
     assert "org/gamma@main is not staged" in result.stderr
+
+
+def test_ctrl_c_during_a_sync_reports_what_was_done_and_leaves_no_partial_file(
+        cli, nodes, staging, tmp_path):
+    argv = [sys.executable, "-m", "clusterprep", "weights", "sync", "-n", str(nodes.nodes_file),
+            "-F", str(nodes.ssh_config), "--staging", str(staging), *REPO_OPTIONS,
+            "--bwlimit", "3", "--json"]
+    env = dict(os.environ, PYTHONPATH=str(SRC), HOME=str(tmp_path))
+    sync = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    caches = [node.home / DEFAULT_CACHE for node in nodes.nodes]
+    deadline = time.monotonic() + 20
+    while not any(p.name.endswith(".clusterprep-partial") and p.stat().st_size > 0
+                  for cache in caches if cache.exists() for p in cache.rglob("*")):
+        assert time.monotonic() < deadline, "the sync never started writing"
+        time.sleep(0.05)
+    sync.send_signal(signal.SIGINT)
+    out, err = sync.communicate(timeout=30)
+    assert sync.returncode == 130, err
+    document = json.loads(out)
+    assert document["interrupted"] is True and document["ok"] is False
+    time.sleep(0.5)
+    expected = staged_tree(staging)
+    for cache in caches:
+        for path, what in tree(cache).items():
+            assert expected.get(path) == what or path.endswith(".clusterprep-partial"), path
+    assert weights(cli, nodes, "sync", staging).exit_code == 0
+    assert weights(cli, nodes, "verify", staging, "--full").exit_code == 0

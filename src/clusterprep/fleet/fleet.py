@@ -65,6 +65,9 @@ class Fleet:
         self.options = options or SshOptions()
         self._connector = SshConnector(self.options)
         self._transports: dict[str, asyncio.Task[Transport]] = {}
+        # Set by Ctrl-C: from then on no new command starts, so a command of many rounds
+        # (`up`, `weights sync`) stops at once and keeps what it gathered.
+        self.interrupted = False
 
     async def __aenter__(self) -> Fleet:
         return self
@@ -134,6 +137,9 @@ class Fleet:
         far, finished nodes whole and the others marked interrupted with their partial output.
         """
         targets = list(nodes) if nodes is not None else self.inventory.nodes
+        if self.interrupted:
+            return FleetResult([CommandResult(node.name, None, error=NodeError(
+                INTERRUPTED, "not started: interrupted")) for node in targets], True)
         tasks = [
             asyncio.ensure_future(self._run_one(
                 node, command, stdin(node) if callable(stdin) else stdin, timeout, on_output))
@@ -143,7 +149,7 @@ class Fleet:
         try:
             await asyncio.wait(tasks)
         except asyncio.CancelledError:
-            interrupted = True
+            interrupted = self.interrupted = True
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)

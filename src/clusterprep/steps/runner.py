@@ -88,6 +88,7 @@ async def run_steps(fleet: Fleet, recipe: Recipe, steps: list[Step], *, dry_run:
         active = [n for n in active if outcomes[n.name].state not in (FAILED, SKIPPED)]
         if not stopped_by and outcomes[inventory.head.name].state in (FAILED, SKIPPED):
             stopped_by = step.name
+    result.interrupted = fleet.interrupted
     return result
 
 

@@ -109,7 +109,14 @@ async def sync(
             targets.append(_Target(node, state.cache or "", entries, outcome))
     if targets and not interrupted:
         transfer = _Transfer(fleet, manifest, targets, listener, bwlimit)
-        await transfer.run(chain)
+        try:
+            await transfer.run(chain)
+        except asyncio.CancelledError:
+            # Ctrl-C: the transfer marked its unfinished nodes; report what was done.
+            report.interrupted = fleet.interrupted = True
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)
+            if uncancel is not None:
+                uncancel()
         report.mode, report.fallback_reason = transfer.mode, transfer.fallback_reason
         report.stream_bytes = sum(e.size for e in transfer.stream)
     report.seconds = time.monotonic() - started
