@@ -365,7 +365,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     inventory = _inventory(args)
 
     async def work() -> int:
-        progress = None if args.json else steps_console.StepProgress(steps, len(inventory))
+        progress = None if args.json else steps_console.StepProgress(steps, inventory.names)
         try:
             async with Fleet(inventory, _ssh_options(args)) as fleet:
                 result = await run_steps(fleet, recipe, steps, dry_run=args.dry_run,

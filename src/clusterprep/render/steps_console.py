@@ -1,4 +1,5 @@
-"""`up`, `plan` and `down` on a terminal: live progress, then a nodes-by-steps table and causes.
+"""`up`, `plan` and `down` on a terminal: a live nodes-by-steps grid, then the final one and
+the causes.
 
 Nodes whose row is identical are folded into one row (`node[01-16]`), as `clush -b` does, so
 the table stays readable on a thousand nodes. Progress is a live display on a terminal and
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.live import Live
@@ -20,7 +22,8 @@ from clusterprep.steps.base import (
 )
 from clusterprep.steps.runner import Listener, UpResult
 
-_STYLE = {OK: "green", CHANGED: "cyan", FAILED: "red", SKIPPED: "yellow", WOULD_CHANGE: "cyan"}
+_STYLE = {OK: "green", CHANGED: "cyan", FAILED: "red", SKIPPED: "yellow", WOULD_CHANGE: "cyan",
+          "running": "bold", "waiting": "dim"}
 
 
 def _console() -> Console:
@@ -28,66 +31,73 @@ def _console() -> Console:
 
 
 class StepProgress(Listener):
-    """Live nodes-by-steps progress on a terminal; one plain line per finished step otherwise."""
+    """Live nodes-by-steps grid on a terminal (identical rows folded); one plain line per
+    finished step otherwise."""
 
-    def __init__(self, steps: list[Step], nodes: int) -> None:
+    def __init__(self, steps: list[Step], nodes: list[str]) -> None:
         self.console = Console(stderr=True, highlight=False)
-        self.steps = steps
+        self.steps = [step.name for step in steps]
         self.nodes = nodes
-        self.rows: dict[str, str] = {s.name: "waiting" for s in steps}
+        self.states = {node: {step: "waiting" for step in self.steps} for node in nodes}
         self.started = 0.0
         self.live: Live | None = None
         if self.console.is_terminal:
-            self.live = Live(self._table(), console=self.console, transient=True,
+            self.live = Live(self._grid(), console=self.console, transient=True,
                              refresh_per_second=4)
             self.live.start()
 
-    def _table(self) -> Table:
-        table = Table.grid(padding=(0, 2))
-        for step in self.steps:
-            table.add_row(step.name, self.rows[step.name])
-        return table
+    def _grid(self) -> Table:
+        return _grid("clusterprep up", self.nodes, self.steps,
+                     lambda step, node: self.states[node][step])
 
     def step_started(self, step: Step, nodes: int) -> None:
         self.started = time.monotonic()
-        self.rows[step.name] = f"[bold]running on {nodes} node{'s' if nodes != 1 else ''}...[/]"
+        for node in self.nodes:  # the runner leaves out nodes that failed an earlier step
+            if not {FAILED, SKIPPED} & set(self.states[node].values()):
+                self.states[node][step.name] = "running"
         if self.live is not None:
-            self.live.update(self._table())
+            self.live.update(self._grid())
 
     def step_finished(self, step: Step, outcomes: dict[str, Outcome]) -> None:
         counts: dict[str, int] = {}
-        for outcome in outcomes.values():
+        for node, outcome in outcomes.items():
+            self.states[node][step.name] = outcome.state
             counts[outcome.state] = counts.get(outcome.state, 0) + 1
-        seconds = time.monotonic() - self.started
-        text = ", ".join(f"{n} {state}" for state, n in counts.items()) + f" ({seconds:.1f} s)"
-        self.rows[step.name] = text
         if self.live is not None:
-            self.live.update(self._table())
+            self.live.update(self._grid())
         else:
-            self.console.print(f"{step.name}: {text}", markup=False)
+            seconds = time.monotonic() - self.started
+            text = ", ".join(f"{n} {state}" for state, n in counts.items())
+            self.console.print(f"{step.name}: {text} ({seconds:.1f} s)", markup=False)
 
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
 
 
+def _grid(title: str, nodes: list[str], steps: list[str],
+          state_of: Callable[[str, str], str]) -> Table:
+    """Nodes by steps, each cell a state; nodes whose rows are identical share one row."""
+    table = Table(title=title)
+    table.add_column("nodes")
+    for step in steps:
+        table.add_column(step)
+    rows: dict[tuple[str, ...], list[str]] = {}
+    for node in nodes:
+        rows.setdefault(tuple(state_of(step, node) for step in steps), []).append(node)
+    for states, members in rows.items():
+        table.add_row(fold(members), *(f"[{_STYLE.get(s, 'white')}]{s}[/]" for s in states))
+    return table
+
+
 def summary(result: UpResult) -> None:
     """The final table (ok / changed / failed / skipped per node and step), then the causes."""
     console = _console()
     verb = "plan" if result.dry_run else "up"
-    table = Table(title=f"clusterprep {verb}: {len(result.nodes)} node{'s' if len(result.nodes) != 1 else ''}, "
-                  f"recipe {result.recipe}")
-    table.add_column("nodes")
-    for step in result.steps:
-        table.add_column(step)
-    rows: dict[tuple[str, ...], list[str]] = {}
-    for node in result.nodes:
-        key = tuple(result.outcome(step, node).state for step in result.steps)
-        rows.setdefault(key, []).append(node)
-    for states, nodes in rows.items():
-        cells = [f"[{_STYLE.get(s, 'white')}]{s}[/]" for s in states]
-        table.add_row(fold(nodes), *cells)
-    console.print(table)
+    plural = "s" if len(result.nodes) != 1 else ""
+    title = f"clusterprep {verb}: {len(result.nodes)} node{plural}, recipe {result.recipe}"
+    console.print(_grid(title, result.nodes, result.steps,
+                        lambda step, node: result.outcome(step, node).state))
     details(console, result)
     if result.dry_run:
         console.print(f"{result.changes} change{'s' if result.changes != 1 else ''} to make"
