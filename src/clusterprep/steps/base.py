@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterprep.fleet import Fleet, NodeError
+from clusterprep.fleet import Fleet, NodeError, ProbeResult
 from clusterprep.inventory import Node
 from clusterprep.recipe import Recipe
 
@@ -86,9 +86,23 @@ class Step:
         """Change `nodes` (the head only, for head steps); None = done, else a FAILED Outcome."""
         raise NotImplementedError
 
+    def needs_probe(self, ctx: StepContext) -> bool:
+        """False when this run of the step decides from the recipe alone, asking no node."""
+        return True
+
+    def can_look_ahead(self, ctx: StepContext) -> bool:
+        """True when this step's probe may be sent before the steps ahead of it have run, in
+        one round trip with the others' (the runner then uses its answers while nothing has
+        changed). False for a probe that changes something (the shared step's token)."""
+        return True
+
     async def probe(self, ctx: StepContext, nodes: list[Node]) -> Probed:
         results, _ = await ctx.fleet.probe(self.probe_name, self.payload(ctx), nodes=nodes,
                                            timeout=ctx.timeout)
+        return self.judge(results)
+
+    def judge(self, results: list[ProbeResult]) -> Probed:
+        """The per-node verdicts in this step's probe answers."""
         probed: Probed = {}
         for r in results:
             if r.error is not None:
@@ -101,8 +115,12 @@ class Step:
                                         bool(data.get("conflict")), data)
         return probed
 
-    async def run(self, ctx: StepContext, nodes: list[Node]) -> dict[str, Outcome]:
-        before = await self.probe(ctx, nodes)
+    async def run(self, ctx: StepContext, nodes: list[Node],
+                  before: Probed | None = None) -> dict[str, Outcome]:
+        """Probe (unless `before` already holds this step's answers for `nodes`), apply what
+        differs, verify."""
+        if before is None or any(node.name not in before for node in nodes):
+            before = await self.probe(ctx, nodes)
         outcomes: dict[str, Outcome] = {}
         pending = []
         for node in nodes:

@@ -7,7 +7,7 @@ anything runs. Every node then runs `BASE/bin/conda --version`. Nothing to do fo
 from __future__ import annotations
 
 from clusterprep.inventory import Node
-from clusterprep.steps.base import FAILED, OK, Outcome, Step, StepContext, failed
+from clusterprep.steps.base import FAILED, OK, Outcome, Probed, Step, StepContext, failed
 
 
 class EnvManagerStep(Step):
@@ -25,10 +25,14 @@ class EnvManagerStep(Step):
                 "sha256": env.installer_sha256, "download_dir": f"{ctx.state_dir}/downloads",
                 "log": ctx.log_path(self.name)}
 
-    async def run(self, ctx: StepContext, nodes: list[Node]) -> dict[str, Outcome]:
-        if ctx.recipe.env.backend != "conda":
+    def needs_probe(self, ctx: StepContext) -> bool:
+        return ctx.recipe.env.backend == "conda"
+
+    async def run(self, ctx: StepContext, nodes: list[Node],
+                  before: Probed | None = None) -> dict[str, Outcome]:
+        if not self.needs_probe(ctx):
             return {n.name: Outcome(OK, "venv backend: nothing to install") for n in nodes}
-        return await super().run(ctx, nodes)
+        return await super().run(ctx, nodes, before)
 
     async def apply(self, ctx: StepContext, nodes: list[Node]) -> dict[str, Outcome | None]:
         self.mode = "apply"

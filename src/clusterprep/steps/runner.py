@@ -6,13 +6,17 @@ the result; the others go on. When the head fails, later steps stop: they build 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
-from clusterprep.fleet import Fleet
+from clusterprep import probes
+from clusterprep.fleet import Fleet, NodeError, ProbeResult
+from clusterprep.fleet.fleet import PROBE_FAILED
+from clusterprep.inventory import Node
 from clusterprep.recipe import Recipe
 from clusterprep.steps import all_steps
 from clusterprep.steps.base import (
-    CHANGED, FAILED, SKIPPED, WOULD_CHANGE, Outcome, Step, StepContext,
+    CHANGED, FAILED, SKIPPED, WOULD_CHANGE, Outcome, Probed, Step, StepContext,
 )
 
 
@@ -74,10 +78,17 @@ async def run_steps(fleet: Fleet, recipe: Recipe, steps: list[Step], *, dry_run:
                       inventory.head.name, dry_run)
     active = list(inventory.nodes)
     stopped_by: str | None = None  # the step the head failed
-    for step in steps:
+    ahead: dict[str, Probed] = {}  # probe answers asked ahead, valid while nothing changes
+    asked_ahead = False
+    for index, step in enumerate(steps):
         targets = [] if stopped_by else active
+        if (not asked_ahead and targets and step.needs_probe(ctx)
+                and step.can_look_ahead(ctx)):
+            ahead, asked_ahead = await look_ahead(ctx, steps[index:], targets), True
         listener.step_started(step, len(targets))
-        outcomes = await step.run(ctx, targets) if targets else {}
+        outcomes = await step.run(ctx, targets, ahead.get(step.name)) if targets else {}
+        if any(o.state == CHANGED for o in outcomes.values()):
+            ahead = {}  # answers asked before this change may be stale: later steps ask again
         for name in inventory.names:
             if name not in outcomes:
                 why = (f"the head failed {stopped_by}" if stopped_by
@@ -90,6 +101,42 @@ async def run_steps(fleet: Fleet, recipe: Recipe, steps: list[Step], *, dry_run:
             stopped_by = step.name
     result.interrupted = fleet.interrupted
     return result
+
+
+async def look_ahead(ctx: StepContext, steps: list[Step], nodes: list[Node]) -> dict[str, Probed]:
+    """Ask the probes of the coming steps that allow it, all in one round trip per node.
+
+    On a cluster that is already set up (the common second `up`, or `plan`), this is the
+    only round trip those steps make. Nothing to gain from a single step: then nothing is asked.
+    """
+    asked = []
+    for step in steps:
+        if not step.needs_probe(ctx):
+            continue
+        if not step.can_look_ahead(ctx):
+            break  # its probe changes something: it and the steps after it ask for themselves
+        asked.append(step)
+    if len(asked) < 2:
+        return {}
+    calls = [{"name": step.probe_name, "source": probes.load(step.probe_name),
+              "payload": step.payload(ctx)} for step in asked]
+    results, _ = await ctx.fleet.probe("batch", {"calls": calls}, nodes=nodes,
+                                       timeout=ctx.timeout)
+    answers: dict[str, Probed] = {}
+    for i, step in enumerate(asked):
+        answers[step.name] = step.judge([_one_of(result, i) for result in results])
+    return answers
+
+
+def _one_of(batch: ProbeResult, index: int) -> ProbeResult:
+    """The answer of the index-th probe inside one node's batch answer."""
+    if batch.error is not None or batch.data is None:
+        return batch
+    call = batch.data["results"][index]
+    if call["error"] is not None or call["output"] is None:
+        message = f"probe {call['name']} failed: {call['error'] or 'no answer'}"
+        return ProbeResult(batch.node, None, batch.command, NodeError(PROBE_FAILED, message))
+    return ProbeResult(batch.node, json.loads(call["output"]), batch.command, None)
 
 
 async def run_down(fleet: Fleet, recipe: Recipe, timeout: float | None = None) -> UpResult:

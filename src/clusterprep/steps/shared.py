@@ -12,7 +12,7 @@ import secrets
 from clusterprep.fleet import NodeError
 from clusterprep.inventory import Node
 from clusterprep.steps.base import (
-    CHANGED, FAILED, OK, WOULD_CHANGE, Outcome, Status, Step, StepContext, failed,
+    CHANGED, FAILED, OK, WOULD_CHANGE, Outcome, Probed, Status, Step, StepContext, failed,
 )
 
 
@@ -30,7 +30,11 @@ class SharedStep(Step):
         return {"dir": ctx.recipe.shared_dir, "token_file": f"{ctx.state_dir}/shared-token",
                 "mode": self.mode, "token": self.token}
 
-    async def run(self, ctx: StepContext, nodes: list[Node]) -> dict[str, Outcome]:
+    def can_look_ahead(self, ctx: StepContext) -> bool:
+        return False  # its probe writes a fresh token first: it cannot be asked ahead
+
+    async def run(self, ctx: StepContext, nodes: list[Node],
+                  before: Probed | None = None) -> dict[str, Outcome]:
         head = ctx.head
         outcomes: dict[str, Outcome] = {}
         created = False
