@@ -167,3 +167,27 @@ def test_a_node_with_a_missing_gpu_or_another_driver_is_critical(checked_cluster
     assert found["gpu:count"]["values"] == {"8": ["node01", "node03", "node04"], "7": ["node02"]}
     assert found["gpu:driver"]["nodes"] == ["node04"]
     assert found["gpu:driver"]["severity"] == "critical"
+
+
+def test_an_import_that_kills_python_fails_only_its_own_check(make_cluster, cli, tmp_path):
+    # Import checks share one interpreter (torch loads once, not once per check); one that
+    # takes that interpreter down must not take the other checks with it.
+    sim = make_cluster(1)
+    site = sim.shared / "env-site"
+    install_fake_distribution(site, "good-early", "1.0")
+    install_fake_distribution(site, "good-late", "2.0")
+    (site / "crasher.py").write_text("import os\nos._exit(3)\n")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        f'[shared]\ndir = "{sim.shared}"\n[env]\nbackend = "venv"\nname = "e"\npython = "3"\n'
+        '[[checks]]\nname = "early"\nimport = "good_early"\n'
+        '[[checks]]\nname = "crash"\nimport = "crasher"\n'
+        '[[checks]]\nname = "late"\nimport = "good_late"\nexpect = "^2\\\\.0$"\n')
+    add_to_bashrc(sim.node("node01").home, f"export PYTHONPATH={site}")
+    result = cli("check", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config), "-r",
+                 str(recipe), "--python", "/usr/bin/python3", "--json")
+    checks = {c["name"]: c for c in result.json()["nodes"][0]["checks"]}
+    assert checks["early"]["ok"] and checks["early"]["value"] == "1.0"
+    assert checks["late"]["ok"] and checks["late"]["value"] == "2.0"
+    assert not checks["crash"]["ok"]
+    assert checks["crash"]["message"].startswith("import failed: the import ended Python (exit 3)")

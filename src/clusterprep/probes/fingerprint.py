@@ -189,36 +189,72 @@ def hf_cache():
     return os.path.join(home, "hub")
 
 
-# Imports the module, then prints its version: `__version__`, else its distribution's version.
-VERSION_OF_IMPORT = """
-import importlib, sys
-module = importlib.import_module(sys.argv[1])
-version = getattr(module, "__version__", None)
-if not isinstance(version, str):
+# Imports each module named, and prints one JSON line per module: its version (`__version__`,
+# else its distribution's) or why it failed to import.
+IMPORT_VERSIONS = """
+import importlib, json, sys
+for name in sys.argv[1:]:
     try:
-        from importlib import metadata
-        top = sys.argv[1].split(".")[0]
-        names = getattr(metadata, "packages_distributions", dict)().get(top, [top])
-        version = metadata.version(names[0])
-    except Exception:
-        version = ""
-print(version)
+        module = importlib.import_module(name)
+    except BaseException as e:
+        print(json.dumps({"name": name, "error": "%s: %s" % (type(e).__name__, e)}), flush=True)
+        continue
+    version = getattr(module, "__version__", None)
+    if not isinstance(version, str):
+        try:
+            from importlib import metadata
+            top = name.split(".")[0]
+            names = getattr(metadata, "packages_distributions", dict)().get(top, [top])
+            version = metadata.version(names[0])
+        except Exception:
+            version = ""
+    print(json.dumps({"name": name, "version": version}), flush=True)
 """
 
 
-def check(spec):
+def import_versions(modules):
+    """{module: {"version"} or {"error"}}, importing every module in ONE fresh interpreter
+    (torch and what builds on it load once, not once per check). An import that takes that
+    interpreter down loses only itself: the modules it left unanswered run one by one."""
+    modules = list(dict.fromkeys(modules))
+    answers = _imported(modules) if modules else {}
+    for module in modules:
+        if module not in answers:
+            answers.update(_imported([module]))
+    return answers
+
+
+def _imported(modules):
+    try:
+        done = subprocess.run([sys.executable, "-c", IMPORT_VERSIONS] + modules,
+                              capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {modules[0]: {"error": str(e)}} if len(modules) == 1 else {}
+    answers = {}
+    for line in done.stdout.splitlines():
+        try:
+            answer = json.loads(line)
+            answers[answer.pop("name")] = answer
+        except (ValueError, KeyError, AttributeError):
+            continue
+    if len(modules) == 1 and modules[0] not in answers:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        answers[modules[0]] = {"error": "the import ended Python (exit %s): %s"
+                                        % (done.returncode, last)}
+    return answers
+
+
+def check(spec, imported):
     """One install check, inside this env: a command (PATH starts with the env's bin) or an
-    import (in a fresh interpreter, so a crashing import cannot take the probe down)."""
+    import (its answer from `import_versions`, run in a fresh interpreter, so a crashing import
+    cannot take the probe down)."""
     result = {"name": spec["name"], "expected": spec.get("expect")}
     if "import" in spec:
-        code = VERSION_OF_IMPORT
-        status, output = run([sys.executable, "-c", code, spec["import"]])
-        if status != 0:
-            lines = (output or "").splitlines()
-            result.update(ok=False, value=None,
-                          message="import failed: " + (lines[-1] if lines else "no output"))
+        answer = imported.get(spec["import"], {"error": "no answer"})
+        if "error" in answer:
+            result.update(ok=False, value=None, message="import failed: " + answer["error"])
             return result
-        value = output.splitlines()[-1] if output else ""
+        value = answer["version"]
     else:
         env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep
                    + os.environ.get("PATH", ""))
@@ -255,6 +291,8 @@ def check(spec):
 
 def main():
     payload = json.loads(sys.stdin.read() or "{}")
+    checks = payload.get("checks", [])
+    imported = import_versions([spec["import"] for spec in checks if "import" in spec])
     packages, shadowed = distributions()
     shm = free_total("/dev/shm")
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -274,7 +312,7 @@ def main():
         "limits": {"open_files": nofile[0], "shm_bytes": shm},
         "disk": {"hf_cache": hf_cache(), "hf_cache_free": free_bytes(hf_cache()),
                  "shared_free": free_bytes(payload["shared"]) if payload.get("shared") else None},
-        "checks": [check(spec) for spec in payload.get("checks", [])],
+        "checks": [check(spec, imported) for spec in checks],
     }))
 
 
