@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 import hubcache
+from hubserver import COMMIT as HUB_COMMIT
+from hubserver import Hub
 from conftest import SRC
 
 DEFAULT_CACHE = Path(".cache/huggingface/hub")
@@ -277,3 +279,36 @@ def test_ctrl_c_during_a_sync_reports_what_was_done_and_leaves_no_partial_file(
             assert expected.get(path) == what or path.endswith(".clusterprep-partial"), path
     assert weights(cli, nodes, "sync", staging).exit_code == 0
     assert weights(cli, nodes, "verify", staging, "--full").exit_code == 0
+
+
+def test_stage_downloads_with_huggingface_hub_using_the_token_it_never_shows(cli, tmp_path,
+                                                                            nodes):
+    token = "hf_" + "k" * 34
+    files = {"config.json": b'{"hidden_size": 8}\n', "model.safetensors": os.urandom(300_000)}
+    staging = tmp_path / "staged"
+    with Hub(files) as hub:
+        env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": token}
+        first = cli("weights", "stage", "--staging", str(staging), "--repo", hub.repo, "--json",
+                    env=env)
+        again = cli("weights", "stage", "--staging", str(staging), "--repo", hub.repo, env=env)
+    assert first.exit_code == 0, first.stdout + first.stderr
+    assert [r["action"] for r in first.json()["repos"]] == ["downloaded"]
+    assert again.exit_code == 0 and "present" in again.stdout  # complete: nothing fetched
+    assert f"Bearer {token}" in hub.authorizations  # the token reached the Hub...
+    for output in (first.stdout, first.stderr, again.stdout, again.stderr):
+        assert token not in output  # ...and nowhere else
+    assert not [p for p in staging.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+
+    synced = cli("weights", "sync", "-n", str(nodes.nodes_file), "-F", str(nodes.ssh_config),
+                 "--staging", str(staging), "--repo", hub.repo)
+    assert synced.exit_code == 0, synced.stdout + synced.stderr
+    snapshot = nodes.nodes[1].home / DEFAULT_CACHE / "models--org--served" / "snapshots"
+    assert (snapshot / HUB_COMMIT / "model.safetensors").read_bytes() == \
+        files["model.safetensors"]
+
+
+def test_an_unreachable_hub_fails_the_repo_with_a_clear_message(cli, tmp_path):
+    result = cli("weights", "stage", "--staging", str(tmp_path / "staged"), "--repo", "org/x",
+                 env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2"})
+    assert result.exit_code == 1
+    assert "cannot download org/x@main" in result.stdout and "Traceback" not in result.stderr

@@ -132,11 +132,10 @@ def _place_link(where: Path, target: str) -> None:
 def _download(staging: Path, repo: RepoRef) -> StageResult:
     """Download with huggingface_hub into the staging cache (it resumes and skips by itself)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
         path = snapshot_download(repo.id, revision=repo.revision, cache_dir=staging)
-    except (HfHubHTTPError, LocalEntryNotFoundError, ValueError) as e:
+    except Exception as e:  # also a mirror's malformed answer: this repo fails, not the tool
         raise ClusterprepError(f"cannot download {repo}: {type(e).__name__}: "
                                f"{str(e).splitlines()[0] if str(e) else ''}") from e
     commit = Path(path).name
