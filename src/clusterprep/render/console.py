@@ -46,6 +46,7 @@ def error(message: str) -> None:
 
 
 def nodes_table(result: Survey) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console = stdout_console()
@@ -70,7 +71,8 @@ def nodes_table(result: Survey) -> None:
     failures = [r for r in reports if r.error is not None]
     for r in failures:
         assert r.error is not None
-        console.print(f"[red]{r.node}[/]: {r.error.kind}: {r.error.message}", soft_wrap=True)
+        console.print(f"[red]{escape(r.node)}[/]: " + escape(f"{r.error.kind}: {r.error.message}"),
+                      soft_wrap=True)
     if result.interrupted:
         console.print("[yellow]interrupted: nodes not yet answered are shown as unreachable[/]")
 
