@@ -58,12 +58,12 @@ def nodes_table(result: Survey) -> None:
     for r in reports:
         gpus = f"{r.gpus} x {r.gpu_model}" if r.gpus else "0"
         table.add_row(
-            r.node,
+            escape(r.node),
             "*" if r.head else "",
             "[green]yes[/]" if r.reachable else "[red]no[/]",
             f"{r.rtt_ms:.1f}" if r.rtt_ms is not None else "-",
-            r.hostname or "-",
-            r.os or "-",
+            escape(r.hostname or "-"),
+            escape(r.os or "-"),
             str(r.cpus) if r.cpus is not None else "-",
             gpus,
         )
