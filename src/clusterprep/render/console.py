@@ -56,7 +56,7 @@ def nodes_table(result: Survey) -> None:
         table.add_column(column, justify="right" if column in ("rtt ms", "cpus", "gpus")
                          else "left")
     for r in reports:
-        gpus = f"{r.gpus} x {r.gpu_model}" if r.gpus else "0"
+        gpus = escape(f"{r.gpus} x {r.gpu_model}") if r.gpus else "0"
         table.add_row(
             escape(r.node),
             "*" if r.head else "",
