@@ -131,3 +131,5 @@ def test_an_empty_command_and_bad_options_are_usage_errors(cli):
     assert cli("run", " ").exit_code == 2
     result = cli("run", "--fanout", "0", "true")
     assert result.exit_code == 2 and "--fanout" in result.stderr
+    both = cli("run", "--stream", "--json", "true")
+    assert both.exit_code == 2 and "--stream and --json cannot be used together" in both.stderr

@@ -53,3 +53,10 @@ def test_the_opensora_list_covers_inference_and_training():
     assert {"hpcai-tech/OpenSora-STDiT-v2-stage3", "stabilityai/sd-vae-ft-ema",
             "DeepFloyd/t5-v1_1-xxl", "hpcai-tech/OpenSora-VAE-v1.2",
             "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers"} <= ids
+
+
+def test_a_relative_staging_option_is_refused_before_anything_is_written(cli, tmp_path):
+    result = cli("weights", "stage", "--staging", "rel/hub", "--repo", "org/a", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "the staging cache must be an absolute path, not rel/hub" in result.stderr
+    assert not (tmp_path / "rel").exists()

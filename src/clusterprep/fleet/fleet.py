@@ -197,15 +197,16 @@ class Fleet:
         `isolated` choose the interpreter and whether it ignores its site and environment (see
         `probes.command`). Returns the per-node results and whether the run was interrupted.
         """
-        script = probes.load(name).encode()
+        source = probes.load(name)
+        script = source.encode()
 
         def stdin(node: Node) -> bytes:
             data = payload(node) if callable(payload) else payload
             return script + json.dumps(data or {}).encode()
 
         outcome = await self.run(
-            probes.command(script.decode(), python, isolated), stdin=stdin, timeout=timeout, nodes=nodes,
-            on_output=on_output,
+            probes.command(source, python, isolated), stdin=stdin, timeout=timeout,
+            nodes=nodes, on_output=on_output,
         )
         return [_parse_probe(result, name) for result in outcome.results], outcome.interrupted
 
