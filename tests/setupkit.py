@@ -164,6 +164,32 @@ def install_fake_distribution(site_packages: Path, name: str, version: str) -> N
     (info / "top_level.txt").write_text(f"{module}\n")
 
 
+def install_fake_torch(site_packages: Path, gpus: int = 8) -> None:
+    """A `torch` with the API surface `check` asks (version, CUDA, cuDNN, NCCL, GPUs), for a
+    node with `gpus` GPUs, which logs each import to ~/torch-imports. Stands in for torch
+    (700 MB, and nothing here has a GPU); clusterprep's code path is the real one."""
+    install_fake_distribution(site_packages, "torch", "2.2.2+cu121")
+    (site_packages / "torch.py").unlink()
+    package = site_packages / "torch"
+    (package / "cuda").mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "import os\n"
+        "with open(os.path.expanduser('~/torch-imports'), 'a') as log:\n"
+        "    log.write('%d\\n' % os.getpid())\n"
+        "__version__ = '2.2.2+cu121'\n"
+        "from torch import backends, cuda, version\n")
+    (package / "version.py").write_text("cuda = '12.1'\n")
+    (package / "backends.py").write_text(
+        "class cudnn:\n    @staticmethod\n    def version():\n        return 8902\n")
+    (package / "cuda" / "__init__.py").write_text(
+        "from torch.cuda import nccl\n"
+        f"def device_count():\n    return {gpus}\n"
+        "def get_device_name(index):\n"
+        "    if index >= device_count():\n        raise RuntimeError('invalid device ordinal')\n"
+        "    return 'NVIDIA H100 80GB HBM3'\n")
+    (package / "cuda" / "nccl.py").write_text("def version():\n    return (2, 19, 3)\n")
+
+
 def add_to_bashrc(home: Path, line: str) -> None:
     """Add a line to a node's ~/.bashrc where non-interactive ssh commands see it: before the
     Debian interactive guard (`case $- in`)."""

@@ -6,11 +6,15 @@ The env is the venv that `up` builds from a local wheelhouse (hello-cp 1.0, see 
 
 from __future__ import annotations
 
+import json
 import re
+from importlib import resources
 
 import pytest
 import setupkit
 from setupkit import add_to_bashrc, install_fake_distribution
+
+from clusterprep.recipe import tomllib
 
 SITE = f"lib/python{setupkit.system_python_version()}/site-packages"
 
@@ -190,4 +194,63 @@ def test_an_import_that_kills_python_fails_only_its_own_check(make_cluster, cli,
     assert checks["early"]["ok"] and checks["early"]["value"] == "1.0"
     assert checks["late"]["ok"] and checks["late"]["value"] == "2.0"
     assert not checks["crash"]["ok"]
-    assert checks["crash"]["message"].startswith("import failed: the import ended Python (exit 3)")
+    assert checks["crash"]["message"].startswith("import failed: it ended Python (exit 3)")
+
+
+def opensora_torch_checks() -> str:
+    """The built-in opensora recipe's pins and its checks that ask torch, as TOML."""
+    recipe = tomllib.loads(resources.files("clusterprep").joinpath(
+        "recipes/opensora.toml").read_text())
+    lines = ["[pins]"] + [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in recipe["pins"].items()]
+    for check in recipe["checks"]:
+        if check.get("import") == "torch":
+            lines.append("[[checks]]")
+            lines += [f"{key} = {json.dumps(value)}" for key, value in check.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_torch_loads_once_per_node_for_all_its_checks_and_facts(make_cluster, cli, tmp_path):
+    # The opensora recipe asks torch four things (version, CUDA, GPUs, NCCL) and the
+    # fingerprint asks it more: on a real node each load of torch costs seconds.
+    sim = make_cluster(2)
+    env = sim.shared / "envs" / "t"
+    setupkit.make_bare_venv(env)
+    setupkit.install_fake_torch(env / SITE, gpus=8)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[shared]\ndir = "{sim.shared}"\n'
+                      '[env]\nbackend = "venv"\nname = "t"\npython = "3"\n'
+                      + opensora_torch_checks())
+    result = cli("check", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config),
+                 "-r", str(recipe), "--json")
+    assert result.exit_code == 0, result.stdout
+    for node in result.json()["nodes"]:
+        checks = {c["name"]: c["value"] for c in node["checks"]}
+        assert checks == {"torch": "2.2.2+cu121", "torch cuda": "12.1",
+                          "gpus": "8 NVIDIA H100 80GB HBM3", "nccl": "2.19.3"}
+        assert node["fingerprint"]["torch"] == {"version": "2.2.2+cu121", "cuda": "12.1",
+                                                "cudnn": 8902, "nccl": "2.19.3", "gpus": 8}
+    for node in sim.nodes:
+        assert len((node.home / "torch-imports").read_text().split()) == 1, node.name
+
+
+def test_a_hanging_import_or_a_failing_value_fails_only_its_own_check(
+        make_cluster, cli, tmp_path):
+    # A GPU in a bad state can hang CUDA's start-up for ever: a check's `timeout` bounds it.
+    sim = make_cluster(1)
+    site = sim.shared / "env-site"
+    install_fake_distribution(site, "good", "1.0")
+    (site / "hangs.py").write_text("import time\ntime.sleep(300)\n")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        f'[shared]\ndir = "{sim.shared}"\n[env]\nbackend = "venv"\nname = "e"\npython = "3"\n'
+        '[[checks]]\nname = "hang"\nimport = "hangs"\ntimeout = 1\n'
+        '[[checks]]\nname = "bad value"\nimport = "good"\nvalue = "good.no_such_thing"\n'
+        '[[checks]]\nname = "good"\nimport = "good"\nvalue = "good.VERSION"\n')
+    add_to_bashrc(sim.node("node01").home, f"export PYTHONPATH={site}")
+    result = cli("check", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config), "-r",
+                 str(recipe), "--python", "/usr/bin/python3", "--json")
+    checks = {c["name"]: c for c in result.json()["nodes"][0]["checks"]}
+    assert checks["hang"]["message"] == "import failed: timed out after 1 s"
+    assert checks["bad value"]["message"] == (
+        "value failed: AttributeError: module 'good' has no attribute 'no_such_thing'")
+    assert checks["good"]["ok"] and checks["good"]["value"] == "1.0"

@@ -23,6 +23,11 @@ rev = "0123456789abcdef0123456789abcdef01234567"
 torch = "2.2.2"
 [install]
 commands = ["{env.pip} install torch=={pins.torch}"]
+[[checks]]
+name = "torch cuda"
+import = "torch"
+value = "torch.version.cuda"
+timeout = 60
 """
 
 
@@ -56,6 +61,11 @@ def test_shared_dir_override_wins(tmp_path, monkeypatch):
     (("{pins.torch}", "{pins.torchh}"), "install.commands[0]", "unknown placeholder"),
     (("backend = \"venv\"", "backend = \"pip\""), "env.backend", "must be one of"),
     (("backend = \"venv\"", "backend = \"conda\""), "env.installer_url", "required"),
+    (("import = \"torch\"", "command = \"true\""), "checks[0].value", "needs `import`"),
+    (("torch.version.cuda", "torch.version.(cuda"), "checks[0].value",
+     "not a Python expression"),
+    (("timeout = 60", "timeout = 0"), "checks[0].timeout", "above 0"),
+    (("timeout = 60", "timeout = \"60\""), "checks[0].timeout", "must be a number"),
 ])
 def test_a_bad_recipe_names_its_file_and_key(tmp_path, monkeypatch, change, key, words):
     monkeypatch.delenv("SHAREDDIR", raising=False)

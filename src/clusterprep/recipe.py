@@ -48,7 +48,8 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "wandb": {"project": str, "host": str},
     "weights": FREE,  # checked by WeightsSpec.from_table
 }
-_CHECK_KEYS = {"name": str, "command": str, "import": str, "expect": str}
+_CHECK_KEYS = {"name": str, "command": str, "import": str, "value": str, "expect": str,
+               "timeout": (int, float)}
 _PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.-]+)?)\}")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -175,6 +176,18 @@ def _check_schema(source: str, data: dict[str, Any]) -> None:
                                   f"must be a {_type_name(expected)}, not {type(item).__name__}")
 
 
+def _check_value_expression(source: str, where: str, table: dict[str, str]) -> None:
+    """`value` is a Python expression over the imported module, so it needs `import`."""
+    if "import" not in table:
+        raise RecipeError(source, f"{where}.value", "needs `import`: it is evaluated after "
+                          "the import, with the module's top-level package bound to its name")
+    try:
+        compile(table["value"], f"{where}.value", "eval")
+    except SyntaxError as e:
+        raise RecipeError(source, f"{where}.value",
+                          f"not a Python expression: {e.msg}") from e
+
+
 def _check_array_of_tables(source: str, section: str, value: Any) -> None:
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise RecipeError(source, section, f"must be an array of tables, as [[{section}]]")
@@ -184,13 +197,19 @@ def _check_array_of_tables(source: str, section: str, value: Any) -> None:
             if key not in _CHECK_KEYS:
                 raise RecipeError(source, where, f"unknown key (known in [[{section}]]: "
                                   f"{', '.join(_CHECK_KEYS)})")
-            if not isinstance(item, str):
-                raise RecipeError(source, where, f"must be a string, not {type(item).__name__}")
+            expected = _CHECK_KEYS[key]
+            if not isinstance(item, expected) or isinstance(item, bool):
+                raise RecipeError(source, where, f"must be a {_type_name(expected)}, "
+                                  f"not {type(item).__name__}")
+            if key == "timeout" and item <= 0:
+                raise RecipeError(source, where, "must be a number of seconds above 0")
         if "name" not in table:
             raise RecipeError(source, f"{section}[{i}].name", "is required")
         if ("command" in table) == ("import" in table):
             raise RecipeError(source, f"{section}[{i}]",
                               "needs exactly one of `command` or `import`")
+        if "value" in table:
+            _check_value_expression(source, f"{section}[{i}]", table)
         if "expect" in table:
             try:
                 re.compile(table["expect"])
@@ -199,8 +218,10 @@ def _check_array_of_tables(source: str, section: str, value: Any) -> None:
                                   f"not a regular expression: {e}") from e
 
 
-def _type_name(kind: type) -> str:
-    return {str: "string", bool: "boolean (true or false)", list: "list"}.get(kind, kind.__name__)
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "string", bool: "boolean (true or false)", list: "list",
+             (int, float): "number"}
+    return names.get(kind, getattr(kind, "__name__", str(kind)))
 
 
 class _Expander:
@@ -313,6 +334,8 @@ def _build(source: str, data: dict[str, Any], shared_override: str | None) -> Re
             command=expand(f"checks[{i}].command", table["command"]) if "command" in table
             else None,
             module=table.get("import"),
+            value=table.get("value"),
+            timeout=table.get("timeout"),
             expect=expand(f"checks[{i}].expect", table["expect"], regex=True)
             if "expect" in table else None,
         )

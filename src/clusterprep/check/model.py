@@ -13,21 +13,28 @@ WARNING = "warning"
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """One install check from the recipe: a `command` or an `import`, and what to `expect`."""
+    """One install check from the recipe: a `command`, or an `import` (with the `value` of an
+    expression over the module instead of its version), and what to `expect`."""
 
     name: str
     command: str | None = None
     module: str | None = None
+    value: str | None = None
     expect: str | None = None
+    timeout: float | None = None  # seconds; the probe's defaults where None
 
-    def as_payload(self) -> dict[str, str]:
-        payload = {"name": self.name}
+    def as_payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"name": self.name}
         if self.command is not None:
             payload["command"] = self.command
         if self.module is not None:
             payload["import"] = self.module
+        if self.value is not None:
+            payload["value"] = self.value
         if self.expect is not None:
             payload["expect"] = self.expect
+        if self.timeout is not None:
+            payload["timeout"] = self.timeout
         return payload
 
 

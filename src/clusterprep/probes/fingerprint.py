@@ -7,12 +7,15 @@ measure the clock offset), then one JSON object with the fingerprint and the che
 """
 
 import hashlib
+import importlib
 import json
 import os
 import platform
 import re
 import resource
+import select
 import shutil
+import signal
 import site
 import subprocess
 import sys
@@ -59,6 +62,8 @@ def distributions():
             names = sorted(os.listdir(entry or "."))
         except OSError:
             continue
+        location = os.path.abspath(entry or ".")
+        outside = not inside(location, sys.prefix) and not inside(location, sys.base_prefix)
         for folder in names:
             if not folder.endswith((".dist-info", ".egg-info")):
                 continue
@@ -69,13 +74,12 @@ def distributions():
             name = re.sub(r"[-_.]+", "-", name).lower()
             if name in packages:
                 continue
-            location = os.path.abspath(entry or ".")
             found = {"version": version, "location": location}
             record = read_bytes(os.path.join(info, "RECORD"))
             if record and (b".so," in record or b".pyd," in record):  # compiled: which build?
                 found["build"] = hashlib.sha256(record).hexdigest()[:16]
             packages[name] = found
-            if not inside(location, sys.prefix) and not inside(location, sys.base_prefix):
+            if outside:
                 shadowed.append({"package": name, "version": version, "location": location,
                                  "via": origin(location)})
     return packages, shadowed
@@ -116,27 +120,6 @@ def origin(location):
         if entry and inside(location, entry):
             return "PYTHONPATH"
     return "a .pth file or other sys.path entry"
-
-
-def torch_facts():
-    try:
-        import torch  # noqa: the point is to see what this env's torch says
-    except Exception as e:  # not installed, or broken: both are facts
-        return {"error": "%s: %s" % (type(e).__name__, e)}
-    facts = {"version": torch.__version__, "cuda": torch.version.cuda}
-    try:
-        facts["cudnn"] = torch.backends.cudnn.version()
-    except Exception:
-        facts["cudnn"] = None
-    try:
-        facts["nccl"] = ".".join(str(p) for p in torch.cuda.nccl.version())
-    except Exception:
-        facts["nccl"] = None
-    try:
-        facts["gpus"] = torch.cuda.device_count()
-    except Exception:
-        facts["gpus"] = 0
-    return facts
 
 
 def nvcc():
@@ -189,80 +172,182 @@ def hf_cache():
     return os.path.join(home, "hub")
 
 
-# Imports each module named, and prints one JSON line per module: its version (`__version__`,
-# else its distribution's) or why it failed to import.
-IMPORT_VERSIONS = """
-import importlib, json, sys
-for name in sys.argv[1:]:
+# Everything that imports the env's packages (the import checks, their values, torch's own
+# facts) runs in forked copies of this probe: torch and what builds on it load once per node,
+# never into the probe itself, and a fork costs far less than starting a new interpreter.
+# A job is (module, expression): None asks the module's version, TORCH_FACTS torch's facts.
+
+TORCH_FACTS = "<torch facts>"
+IMPORT_LIMIT = 600  # seconds; torch from a shared env on a busy network filesystem is slow
+COMMAND_LIMIT = 120
+
+
+def import_jobs(checks):
+    """{job: its time limit} for the distinct jobs the checks need, in order, torch's facts
+    last (by then the checks have loaded torch), limited like the quickest torch check."""
+    jobs = {}
+    for spec in checks:
+        if "import" in spec:
+            job = (spec["import"], spec.get("value"))
+            jobs[job] = max(jobs.get(job, 0), spec.get("timeout", IMPORT_LIMIT))
+    torch_limits = [limit for (module, _), limit in jobs.items() if module == "torch"]
+    jobs[("torch", TORCH_FACTS)] = min(torch_limits or [IMPORT_LIMIT])
+    return jobs
+
+
+def answer(job):
+    """Run one job in the fork: {"value": ...} or {"error": why}."""
+    name, expression = job
     try:
         module = importlib.import_module(name)
-    except BaseException as e:
-        print(json.dumps({"name": name, "error": "%s: %s" % (type(e).__name__, e)}), flush=True)
-        continue
-    version = getattr(module, "__version__", None)
-    if not isinstance(version, str):
-        try:
-            from importlib import metadata
-            top = name.split(".")[0]
-            names = getattr(metadata, "packages_distributions", dict)().get(top, [top])
-            version = metadata.version(names[0])
-        except Exception:
-            version = ""
-    print(json.dumps({"name": name, "version": version}), flush=True)
-"""
-
-
-def import_versions(modules):
-    """{module: {"version"} or {"error"}}, importing every module in ONE fresh interpreter
-    (torch and what builds on it load once, not once per check). An import that takes that
-    interpreter down loses only itself: the modules it left unanswered run one by one."""
-    modules = list(dict.fromkeys(modules))
-    answers = _imported(modules) if modules else {}
-    for module in modules:
-        if module not in answers:
-            answers.update(_imported([module]))
-    return answers
-
-
-def _imported(modules):
+    except BaseException as e:  # SystemExit and KeyboardInterrupt included: a fact, not an end
+        return {"error": "import failed: %s: %s" % (type(e).__name__, e)}
+    if expression == TORCH_FACTS:
+        return {"value": torch_facts(module)}
+    if expression is None:
+        return {"value": module_version(module, name)}
+    top = name.split(".")[0]
     try:
-        done = subprocess.run([sys.executable, "-c", IMPORT_VERSIONS] + modules,
-                              capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return {modules[0]: {"error": str(e)}} if len(modules) == 1 else {}
+        return {"value": str(eval(expression, {top: sys.modules[top]}))}
+    except BaseException as e:
+        return {"error": "value failed: %s: %s" % (type(e).__name__, e)}
+
+
+def module_version(module, name):
+    version = getattr(module, "__version__", None)
+    if isinstance(version, str):
+        return version
+    try:
+        from importlib import metadata
+        top = name.split(".")[0]
+        names = getattr(metadata, "packages_distributions", dict)().get(top, [top])
+        return metadata.version(names[0])
+    except Exception:
+        return ""
+
+
+def torch_facts(torch):
+    facts = {"version": getattr(torch, "__version__", None),
+             "cuda": getattr(getattr(torch, "version", None), "cuda", None)}
+    try:
+        facts["cudnn"] = torch.backends.cudnn.version()
+    except Exception:
+        facts["cudnn"] = None
+    try:
+        facts["nccl"] = ".".join(str(p) for p in torch.cuda.nccl.version())
+    except Exception:
+        facts["nccl"] = None
+    try:
+        facts["gpus"] = torch.cuda.device_count()
+    except Exception:
+        facts["gpus"] = 0
+    return facts
+
+
+def answers_in_forks(jobs):
+    """{job: answer} for `jobs` ({job: time limit}). A job that ends its fork (a crashing
+    import) or outlasts its limit answers with why; the jobs after it run in a fresh fork."""
     answers = {}
-    for line in done.stdout.splitlines():
-        try:
-            answer = json.loads(line)
-            answers[answer.pop("name")] = answer
-        except (ValueError, KeyError, AttributeError):
-            continue
-    if len(modules) == 1 and modules[0] not in answers:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        answers[modules[0]] = {"error": "the import ended Python (exit %s): %s"
-                                        % (done.returncode, last)}
+    order = list(jobs)
+    while len(answers) < len(order):
+        pending = order[len(answers):]
+        got, failure = in_fork(pending, [jobs[job] for job in pending])
+        answers.update(zip(pending, got))
+        if len(got) < len(pending):
+            job = pending[len(got)]
+            what = "import" if job[1] in (None, TORCH_FACTS) else "import or value"
+            answers[job] = {"error": "%s failed: %s" % (what, failure)}
     return answers
 
 
-def check(spec, imported):
+def in_fork(jobs, limits):
+    """(answers to the first of `jobs`, in order; why the fork ended before the rest)."""
+    results_r, results_w = os.pipe()
+    output_r, output_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        status = 0
+        try:  # what the imports print must not reach the probe's own output
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            os.dup2(output_w, 1)
+            os.dup2(output_w, 2)
+            with os.fdopen(results_w, "w") as results:
+                for job in jobs:
+                    results.write(json.dumps(answer(job)) + "\n")
+                    results.flush()
+        except BaseException:
+            status = 70
+        os._exit(status)  # no atexit handlers, no flushing of the probe's buffers
+    os.close(results_w)
+    os.close(output_w)
+    answers, output, overdue = read_answers(results_r, output_r, limits)
+    if overdue:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    os.close(results_r)
+    os.close(output_r)
+    if overdue:
+        return answers, "timed out after %g s" % limits[len(answers)]
+    if os.WIFSIGNALED(status):
+        how = "killed by signal %d" % os.WTERMSIG(status)
+    else:
+        how = "exit %d" % os.WEXITSTATUS(status)
+    last = (output.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+    return answers, "it ended Python (%s): %s" % (how, last[:200])
+
+
+def read_answers(results, output, limits):
+    """(answers read from the fd `results`, one JSON line each, until every job has one or
+    the fork ends; the last 4 kB the fork printed on the fd `output`; whether the job being
+    answered outlasted its limit)."""
+    answers, line, tail = [], b"", b""
+    deadline = time.monotonic() + limits[0]
+    open_fds = [results, output]
+    while results in open_fds and len(answers) < len(limits):
+        left = deadline - time.monotonic()
+        ready = select.select(open_fds, [], [], left)[0] if left > 0 else []
+        if not ready:
+            return answers, tail, True
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                open_fds.remove(fd)
+            elif fd == output:
+                tail = (tail + chunk)[-4096:]
+            else:
+                *lines, line = (line + chunk).split(b"\n")  # a cut-short line is no answer
+                answers += [json.loads(done) for done in lines]
+                if lines and len(answers) < len(limits):
+                    deadline = time.monotonic() + limits[len(answers)]
+    # Ended early: what it printed last says why (a process it left may hold `output` open).
+    while len(answers) < len(limits) and select.select([output], [], [], 1)[0]:
+        chunk = os.read(output, 65536)
+        if not chunk:
+            break
+        tail = (tail + chunk)[-4096:]
+    return answers, tail, False
+
+
+def check(spec, answers):
     """One install check, inside this env: a command (PATH starts with the env's bin) or an
-    import (its answer from `import_versions`, run in a fresh interpreter, so a crashing import
-    cannot take the probe down)."""
+    import, with its version or `value` (its answer from `answers_in_forks`)."""
     result = {"name": spec["name"], "expected": spec.get("expect")}
     if "import" in spec:
-        answer = imported.get(spec["import"], {"error": "no answer"})
+        answer = answers[(spec["import"], spec.get("value"))]
         if "error" in answer:
-            result.update(ok=False, value=None, message="import failed: " + answer["error"])
+            result.update(ok=False, value=None, message=answer["error"])
             return result
-        value = answer["version"]
+        value = answer["value"]
     else:
         env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep
                    + os.environ.get("PATH", ""))
         try:
             done = subprocess.run(spec["command"], shell=True, capture_output=True, text=True,
-                                  timeout=spec.get("timeout", 120), env=env)
-        except subprocess.TimeoutExpired:
-            result.update(ok=False, value=None, message="timed out")
+                                  timeout=spec.get("timeout", COMMAND_LIMIT), env=env)
+        except subprocess.TimeoutExpired as e:
+            result.update(ok=False, value=None, message="timed out after %g s" % e.timeout)
             return result
         value = (done.stdout + done.stderr).strip()
         if done.returncode != 0:
@@ -292,7 +377,8 @@ def check(spec, imported):
 def main():
     payload = json.loads(sys.stdin.read() or "{}")
     checks = payload.get("checks", [])
-    imported = import_versions([spec["import"] for spec in checks if "import" in spec])
+    answers = answers_in_forks(import_jobs(checks))
+    torch = answers[("torch", TORCH_FACTS)]
     packages, shadowed = distributions()
     shm = free_total("/dev/shm")
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -303,7 +389,7 @@ def main():
         "shell_python": {name: shutil.which(name) for name in ("python", "python3")},
         "packages": packages,
         "shadowed": shadowed,
-        "torch": torch_facts(),
+        "torch": torch.get("value") or {"error": torch["error"]},
         "nvcc": nvcc(),
         "gpus": gpus(),
         "system": {"kernel": platform.release(), "glibc": "-".join(platform.libc_ver()),
@@ -312,7 +398,7 @@ def main():
         "limits": {"open_files": nofile[0], "shm_bytes": shm},
         "disk": {"hf_cache": hf_cache(), "hf_cache_free": free_bytes(hf_cache()),
                  "shared_free": free_bytes(payload["shared"]) if payload.get("shared") else None},
-        "checks": [check(spec, imported) for spec in checks],
+        "checks": [check(spec, answers) for spec in checks],
     }))
 
 
