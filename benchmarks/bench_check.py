@@ -2,7 +2,9 @@
 
 The interpreter checked is the nodes' system python (a real one, with its real packages), with
 two install checks; everything else (fingerprint probe, clock, drift) is the real command.
-Whole process timed, first contact included; median of --repeat runs.
+Whole process timed, first contact included; median of --repeat runs. Also the CPU of the
+fingerprint probe alone, run here as the nodes run it (same input, same python): the share of a
+node's CPU that is the probe's, apart from sshd and the shell.
 
 Usage (as root): python3 benchmarks/bench_check.py [--sizes 1 64] [--repeat 3]
 """
@@ -10,13 +12,19 @@ Usage (as root): python3 benchmarks/bench_check.py [--sizes 1 64] [--repeat 3]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import tempfile
 from pathlib import Path
 
 from benchkit import NodeCpu, clusterprep, timed, timed_with_cpu
 from cluster import SimCluster
+
+from clusterprep import probes
+from clusterprep.check.model import CheckSpec
+from clusterprep.recipe import load_recipe
 
 RECIPE = """
 [shared]
@@ -62,6 +70,25 @@ def measure(size: int, repeat: int, work: Path) -> tuple[float, float, float | N
         return statistics.median(walls), statistics.median(heads), node_cpu
 
 
+def probe_cpu(checks: list[CheckSpec], runs: int = 20) -> float:
+    """Median CPU seconds (the probe and what it starts) of the fingerprint probe run here."""
+    source = probes.load("fingerprint")
+    argv = ["bash", "-c", probes.command(source, "/usr/bin/python3", isolated=False)]
+    stdin = source.encode() + json.dumps(
+        {"shared": "/tmp", "checks": [c.as_payload() for c in checks]}).encode()
+    seconds = []
+    for _ in range(runs):
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+        process.stdin.write(stdin)
+        process.stdin.close()
+        _, status, usage = os.wait4(process.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit("the fingerprint probe failed")
+        seconds.append(usage.ru_utime + usage.ru_stime)
+    return statistics.median(seconds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 64])
@@ -69,6 +96,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-check-", dir="/tmp") as work:
         times = {size: measure(size, args.repeat, Path(work)) for size in args.sizes}
+        recipe = Path(work) / "recipe.toml"
+        recipe.write_text(RECIPE.format(shared=work))
+        probe = probe_cpu(load_recipe(str(recipe)).checks)
     base = times[args.sizes[0]][0]
     print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     print("| nodes | wall (s) | ratio to 1 node | head CPU (s) | node CPU per node (ms) |")
@@ -76,6 +106,7 @@ def main() -> None:
     for size, (wall, head, node) in times.items():
         node_text = f"{node * 1000:.0f}" if node is not None else "n/a"
         print(f"| {size} | {wall:.3f} | {wall / base:.2f} | {head:.3f} | {node_text} |")
+    print(f"fingerprint probe alone, run here: {probe * 1000:.0f} ms of CPU (median of 20)")
 
 
 if __name__ == "__main__":
