@@ -166,7 +166,8 @@ def install_fake_distribution(site_packages: Path, name: str, version: str) -> N
 
 def install_fake_torch(site_packages: Path, gpus: int = 8) -> None:
     """A `torch` with the API surface `check` asks (version, CUDA, cuDNN, NCCL, GPUs), for a
-    node with `gpus` GPUs, which logs each import to ~/torch-imports. Stands in for torch
+    node with `gpus` GPUs (fewer where CUDA_VISIBLE_DEVICES says so, as torch's own count),
+    which logs each import to ~/torch-imports. Stands in for torch
     (700 MB, and nothing here has a GPU); clusterprep's code path is the real one."""
     install_fake_distribution(site_packages, "torch", "2.2.2+cu121")
     (site_packages / "torch.py").unlink()
@@ -182,8 +183,11 @@ def install_fake_torch(site_packages: Path, gpus: int = 8) -> None:
     (package / "backends.py").write_text(
         "class cudnn:\n    @staticmethod\n    def version():\n        return 8902\n")
     (package / "cuda" / "__init__.py").write_text(
+        "import os\n"
         "from torch.cuda import nccl\n"
-        f"def device_count():\n    return {gpus}\n"
+        "def device_count():\n"
+        "    visible = os.environ.get('CUDA_VISIBLE_DEVICES')\n"
+        f"    return {gpus} if visible is None else len([d for d in visible.split(',') if d])\n"
         "def get_device_name(index):\n"
         "    if index >= device_count():\n        raise RuntimeError('invalid device ordinal')\n"
         "    return 'NVIDIA H100 80GB HBM3'\n")

@@ -173,28 +173,52 @@ def test_a_node_with_a_missing_gpu_or_another_driver_is_critical(checked_cluster
     assert found["gpu:driver"]["severity"] == "critical"
 
 
-def test_an_import_that_kills_python_fails_only_its_own_check(make_cluster, cli, tmp_path):
-    # Import checks share one interpreter (torch loads once, not once per check); one that
-    # takes that interpreter down must not take the other checks with it.
+def check_one_node(make_cluster, cli, tmp_path, modules: dict[str, str], checks: str) -> dict:
+    """Run `checks` (TOML) on one node whose system python finds `modules` ({name: source})
+    and the distributions good-early 1.0 and good-late 2.0 through PYTHONPATH; the results
+    by check name."""
     sim = make_cluster(1)
     site = sim.shared / "env-site"
     install_fake_distribution(site, "good-early", "1.0")
     install_fake_distribution(site, "good-late", "2.0")
-    (site / "crasher.py").write_text("import os\nos._exit(3)\n")
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(source)
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(
         f'[shared]\ndir = "{sim.shared}"\n[env]\nbackend = "venv"\nname = "e"\npython = "3"\n'
-        '[[checks]]\nname = "early"\nimport = "good_early"\n'
-        '[[checks]]\nname = "crash"\nimport = "crasher"\n'
-        '[[checks]]\nname = "late"\nimport = "good_late"\nexpect = "^2\\\\.0$"\n')
+        + checks)
     add_to_bashrc(sim.node("node01").home, f"export PYTHONPATH={site}")
     result = cli("check", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config), "-r",
                  str(recipe), "--python", "/usr/bin/python3", "--json")
-    checks = {c["name"]: c for c in result.json()["nodes"][0]["checks"]}
+    return {c["name"]: c for c in result.json()["nodes"][0]["checks"]}
+
+
+def test_an_import_that_kills_python_fails_only_its_own_check(make_cluster, cli, tmp_path):
+    # Imports share one forked copy of the probe (torch loads once, not once per check); one
+    # that takes that copy down must not take the other checks with it.
+    checks = check_one_node(
+        make_cluster, cli, tmp_path, {"crasher": "import os\nos._exit(3)\n"},
+        '[[checks]]\nname = "early"\nimport = "good_early"\n'
+        '[[checks]]\nname = "crash"\nimport = "crasher"\n'
+        '[[checks]]\nname = "late"\nimport = "good_late"\nexpect = "^2\\\\.0$"\n')
     assert checks["early"]["ok"] and checks["early"]["value"] == "1.0"
     assert checks["late"]["ok"] and checks["late"]["value"] == "2.0"
     assert not checks["crash"]["ok"]
     assert checks["crash"]["message"].startswith("import failed: it ended Python (exit 3)")
+
+
+def test_a_hanging_import_or_a_failing_value_fails_only_its_own_check(
+        make_cluster, cli, tmp_path):
+    # A GPU in a bad state can hang CUDA's start-up for ever: a check's `timeout` bounds it.
+    checks = check_one_node(
+        make_cluster, cli, tmp_path, {"hangs": "import time\ntime.sleep(300)\n"},
+        '[[checks]]\nname = "hang"\nimport = "hangs"\ntimeout = 1\n'
+        '[[checks]]\nname = "bad value"\nimport = "good_late"\nvalue = "good_late.nope"\n'
+        '[[checks]]\nname = "value"\nimport = "good_late"\nvalue = "good_late.VERSION"\n')
+    assert checks["hang"]["message"] == "import failed: timed out after 1 s"
+    assert checks["bad value"]["message"] == (
+        "value failed: AttributeError: module 'good_late' has no attribute 'nope'")
+    assert checks["value"]["ok"] and checks["value"]["value"] == "2.0"
 
 
 def opensora_torch_checks() -> str:
@@ -232,25 +256,15 @@ def test_torch_loads_once_per_node_for_all_its_checks_and_facts(make_cluster, cl
     for node in sim.nodes:
         assert len((node.home / "torch-imports").read_text().split()) == 1, node.name
 
-
-def test_a_hanging_import_or_a_failing_value_fails_only_its_own_check(
-        make_cluster, cli, tmp_path):
-    # A GPU in a bad state can hang CUDA's start-up for ever: a check's `timeout` bounds it.
-    sim = make_cluster(1)
-    site = sim.shared / "env-site"
-    install_fake_distribution(site, "good", "1.0")
-    (site / "hangs.py").write_text("import time\ntime.sleep(300)\n")
-    recipe = tmp_path / "recipe.toml"
-    recipe.write_text(
-        f'[shared]\ndir = "{sim.shared}"\n[env]\nbackend = "venv"\nname = "e"\npython = "3"\n'
-        '[[checks]]\nname = "hang"\nimport = "hangs"\ntimeout = 1\n'
-        '[[checks]]\nname = "bad value"\nimport = "good"\nvalue = "good.no_such_thing"\n'
-        '[[checks]]\nname = "good"\nimport = "good"\nvalue = "good.VERSION"\n')
-    add_to_bashrc(sim.node("node01").home, f"export PYTHONPATH={site}")
-    result = cli("check", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config), "-r",
-                 str(recipe), "--python", "/usr/bin/python3", "--json")
-    checks = {c["name"]: c for c in result.json()["nodes"][0]["checks"]}
-    assert checks["hang"]["message"] == "import failed: timed out after 1 s"
-    assert checks["bad value"]["message"] == (
-        "value failed: AttributeError: module 'good' has no attribute 'no_such_thing'")
-    assert checks["good"]["ok"] and checks["good"]["value"] == "1.0"
+    # A node whose environment hides its GPUs from torch fails the GPU check, and says why.
+    add_to_bashrc(sim.node("node02").home, "export CUDA_VISIBLE_DEVICES=")
+    result = cli("check", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config),
+                 "-r", str(recipe), "--json")
+    assert result.exit_code == 1
+    node02 = {c["name"]: c for c in result.json()["nodes"][1]["checks"]}
+    assert node02["gpus"]["ok"] is False
+    assert node02["gpus"]["value"] == "0 (no GPU visible to torch)"
+    found = findings(result.json())
+    assert found["torch:gpus"]["severity"] == "critical"
+    assert found["torch:gpus"]["values"] == {"8": ["node01"], "0": ["node02"]}
+    assert found["env:CUDA_VISIBLE_DEVICES"]["nodes"] == ["node02"]
