@@ -7,12 +7,22 @@ the script's length from stdin and executes it; the script then reads the rest a
 
 from __future__ import annotations
 
+import re
 import shlex
 from importlib import resources
 
+# A probe shares code with others through a part, `probes/_PART.py`, named on a line of its own
+# in this exact form; `load` puts the part's source there, so the probe still travels as one
+# script (and runs as it is from a checkout, where the import finds the part beside it).
+_PART = re.compile(r"^from (_[a-z_]+) import \*  # inlined by probes\.load$", re.MULTILINE)
+
 
 def load(name: str) -> str:
-    """The source of `probes/NAME.py`."""
+    """The source of `probes/NAME.py`, with the parts it uses inlined."""
+    return _PART.sub(lambda use: _read(use.group(1)), _read(name))
+
+
+def _read(name: str) -> str:
     return resources.files(__package__).joinpath(f"{name}.py").read_text(encoding="utf-8")
 
 
