@@ -28,5 +28,5 @@ def test_every_probe_travels_as_one_script_with_its_parts_inlined():
     for name in names:
         source = probes.load(name)
         compile(source, name, "exec")
-        assert "import *" not in source, name
+        assert "inlined by probes.load" not in source, name
     assert "def scrub(" in probes.load("wandb_check")

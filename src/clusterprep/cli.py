@@ -14,14 +14,15 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from clusterprep import __version__, tracking
 from clusterprep.check.inspect import inspect
+from clusterprep.check.model import CheckReport
 from clusterprep.errors import ClusterprepError, RecipeError, UsageError
-from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, SshOptions
+from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, FleetResult, SshOptions
 from clusterprep.inventory import Inventory, load_inventory
 from clusterprep.localfiles import write_atomically
 from clusterprep.recipe import DEFAULT_RECIPE, load_recipe
@@ -318,19 +319,43 @@ def _run_async(work: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return EXIT_INTERRUPTED
 
 
-def cmd_nodes(args: argparse.Namespace) -> int:
-    inventory = _inventory(args)
+Result = TypeVar("Result", bound=_Outcome)
+
+
+def _over_fleet(args: argparse.Namespace, inventory: Inventory,
+                gather: Callable[[Fleet], Awaitable[Result]],
+                show: Callable[[Result], None]) -> int:
+    """The shape of most commands: `gather` a result over the nodes' connections, close them,
+    `show` the result, and exit as it says (`_exit_status`)."""
 
     async def work() -> int:
         async with Fleet(inventory, _ssh_options(args)) as fleet:
-            result = await survey(fleet, timeout=args.timeout)
-        if args.json:
-            jsonout.emit(jsonout.nodes_document(result, inventory.warnings))
-        else:
-            console.nodes_table(result)
+            result = await gather(fleet)
+        show(result)
         return _exit_status(result)
 
     return _run_async(work)
+
+
+def _shown(args: argparse.Namespace, document: Callable[[Result], dict[str, Any]],
+           table: Callable[[Result], None]) -> Callable[[Result], None]:
+    """Show a result as `document` with --json, else as `table` for people."""
+
+    def show(result: Result) -> None:
+        if args.json:
+            jsonout.emit(document(result))
+        else:
+            table(result)
+
+    return show
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    inventory = _inventory(args)
+    return _over_fleet(
+        args, inventory, lambda fleet: survey(fleet, timeout=args.timeout),
+        _shown(args, lambda result: jsonout.nodes_document(result, inventory.warnings),
+               console.nodes_table))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -340,21 +365,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.stream and args.json:
         raise UsageError("--stream and --json cannot be used together")
     inventory = _inventory(args)
+    printer = console.LinePrinter() if args.stream else None
 
-    async def work() -> int:
-        printer = console.LinePrinter() if args.stream else None
-        async with Fleet(inventory, _ssh_options(args)) as fleet:
-            outcome = await fleet.run(command, timeout=args.timeout, on_output=printer)
-        if args.json:
-            jsonout.emit(jsonout.run_document(outcome, inventory.warnings))
-        elif printer is not None:
+    def table(outcome: FleetResult) -> None:
+        if printer is not None:
             printer.flush()
             console.failure_summary(outcome)
         else:
             console.grouped_output(outcome)
-        return _exit_status(outcome)
 
-    return _run_async(work)
+    return _over_fleet(
+        args, inventory,
+        lambda fleet: fleet.run(command, timeout=args.timeout, on_output=printer),
+        _shown(args, lambda outcome: jsonout.run_document(outcome, inventory.warnings), table))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -386,17 +409,10 @@ def cmd_down(args: argparse.Namespace) -> int:
     from clusterprep.render import steps_console, steps_json
     recipe = load_recipe(args.recipe, args.shared_dir)
     inventory = _inventory(args)
-
-    async def work() -> int:
-        async with Fleet(inventory, _ssh_options(args)) as fleet:
-            result = await run_down(fleet, recipe, timeout=args.timeout)
-        if args.json:
-            jsonout.emit(steps_json.up_document(result, inventory.warnings))
-        else:
-            steps_console.down_summary(result)
-        return _exit_status(result)
-
-    return _run_async(work)
+    return _over_fleet(
+        args, inventory, lambda fleet: run_down(fleet, recipe, timeout=args.timeout),
+        _shown(args, lambda result: steps_json.up_document(result, inventory.warnings),
+               steps_console.down_summary))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -404,21 +420,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.shared_dir)
     inventory = _inventory(args)
 
-    async def work() -> int:
-        async with Fleet(inventory, _ssh_options(args)) as fleet:
-            report = await inspect(fleet, recipe.checks, python=args.python or recipe.env.python,
-                                   shared=recipe.shared_dir, timeout=args.timeout)
+    def show(report: CheckReport) -> None:
         if args.html:
             write_atomically(Path(args.html), html.check_page(report).encode())
         if args.json:
             jsonout.emit(jsonout.check_document(report, inventory.warnings))
-        else:
-            check_console.check_report(report)
-            if args.html:
-                console.note(f"report written to {args.html}")
-        return _exit_status(report)
+            return
+        check_console.check_report(report)
+        if args.html:
+            console.note(f"report written to {args.html}")
 
-    return _run_async(work)
+    return _over_fleet(
+        args, inventory,
+        lambda fleet: inspect(fleet, recipe.checks, python=args.python or recipe.env.python,
+                              shared=recipe.shared_dir, timeout=args.timeout),
+        show)
 
 
 def _wandb_settings(args: argparse.Namespace) -> tracking.WandbSettings:
@@ -431,14 +447,9 @@ def _wandb_settings(args: argparse.Namespace) -> tracking.WandbSettings:
     return load_recipe(args.recipe, args.shared_dir).wandb
 
 
-def _netrc_exit(args: argparse.Namespace, report: tracking.NetrcReport) -> int:
+def _show_netrc(args: argparse.Namespace) -> Callable[[tracking.NetrcReport], None]:
     from clusterprep.render import tracking as tracking_render
-
-    if args.json:
-        jsonout.emit(tracking_render.netrc_document(report))
-    else:
-        tracking_render.netrc_table(report)
-    return _exit_status(report)
+    return _shown(args, tracking_render.netrc_document, tracking_render.netrc_table)
 
 
 def cmd_wandb_login(args: argparse.Namespace) -> int:
@@ -447,13 +458,9 @@ def cmd_wandb_login(args: argparse.Namespace) -> int:
     key, _ = tracking.read_api_key(args.key_file, os.environ, prompt)
     os.environ.pop("WANDB_API_KEY", None)  # no copy for the processes we start (ssh -G, ...)
     inventory = _inventory(args)
-
-    async def work() -> int:
-        async with Fleet(inventory, _ssh_options(args)) as fleet:
-            report = await tracking.login(fleet, key, url, timeout=args.timeout)
-        return _netrc_exit(args, report)
-
-    return _run_async(work)
+    return _over_fleet(args, inventory,
+                       lambda fleet: tracking.login(fleet, key, url, timeout=args.timeout),
+                       _show_netrc(args))
 
 
 def _hidden_prompt() -> str:
@@ -463,13 +470,9 @@ def _hidden_prompt() -> str:
 def cmd_wandb_logout(args: argparse.Namespace) -> int:
     url = _wandb_settings(args).resolve_base_url(os.environ)
     inventory = _inventory(args)
-
-    async def work() -> int:
-        async with Fleet(inventory, _ssh_options(args)) as fleet:
-            report = await tracking.logout(fleet, url, timeout=args.timeout)
-        return _netrc_exit(args, report)
-
-    return _run_async(work)
+    return _over_fleet(args, inventory,
+                       lambda fleet: tracking.logout(fleet, url, timeout=args.timeout),
+                       _show_netrc(args))
 
 
 def cmd_wandb_verify(args: argparse.Namespace) -> int:
@@ -483,18 +486,11 @@ def cmd_wandb_verify(args: argparse.Namespace) -> int:
     url = settings.resolve_base_url(os.environ)
     inventory = _inventory(args)
     mode, note = tracking.choose_mode(args.mode, url)
-
-    async def work() -> int:
-        async with Fleet(inventory, _ssh_options(args)) as fleet:
-            report = await tracking.verify(fleet, url=url, project=project, mode=mode,
-                                           python=python, note=note, timeout=args.timeout)
-        if args.json:
-            jsonout.emit(tracking_render.verify_document(report))
-        else:
-            tracking_render.verify_table(report)
-        return _exit_status(report)
-
-    return _run_async(work)
+    return _over_fleet(
+        args, inventory,
+        lambda fleet: tracking.verify(fleet, url=url, project=project, mode=mode,
+                                      python=python, note=note, timeout=args.timeout),
+        _shown(args, tracking_render.verify_document, tracking_render.verify_table))
 
 
 def _weights_spec(args: argparse.Namespace) -> WeightsSpec:
@@ -555,17 +551,10 @@ def cmd_weights_verify(args: argparse.Namespace) -> int:
     spec = _weights_spec(args)
     manifest = build_manifest(spec.staging, spec.repos)
     inventory = _inventory(args)
-
-    async def work() -> int:
-        async with Fleet(inventory, _ssh_options(args)) as fleet:
-            report = await verify_weights(fleet, manifest, full=args.full, timeout=args.timeout)
-        if args.json:
-            jsonout.emit(weights_render.verify_document(report))
-        else:
-            weights_render.verify_table(report)
-        return _exit_status(report)
-
-    return _run_async(work)
+    return _over_fleet(
+        args, inventory,
+        lambda fleet: verify_weights(fleet, manifest, full=args.full, timeout=args.timeout),
+        _shown(args, weights_render.verify_document, weights_render.verify_table))
 
 
 def cmd_recipe_show(args: argparse.Namespace) -> int:

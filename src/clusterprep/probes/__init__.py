@@ -14,7 +14,7 @@ from importlib import resources
 # A probe shares code with others through a part, `probes/_PART.py`, named on a line of its own
 # in this exact form; `load` puts the part's source there, so the probe still travels as one
 # script (and runs as it is from a checkout, where the import finds the part beside it).
-_PART = re.compile(r"^from (_[a-z_]+) import \*  # inlined by probes\.load$", re.MULTILINE)
+_PART = re.compile(r"^from (_[a-z_]+) import [\w, ]+  # inlined by probes\.load$", re.MULTILINE)
 
 
 def load(name: str) -> str:

@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 
-from _secrets import *  # inlined by probes.load
+from _secrets import SECRETS, scrub  # inlined by probes.load
 
 
 def netrc_path():

@@ -16,7 +16,7 @@ import platform
 import stat
 import sys
 
-from _secrets import *  # inlined by probes.load
+from _secrets import SECRETS, scrub  # inlined by probes.load
 
 
 def failure(e):
