@@ -45,6 +45,12 @@ def error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def node_problem(console: Console, node: str, problem: str) -> None:
+    """One line under a table: the node in red, then what went wrong there, as plain text."""
+    from rich.markup import escape
+    console.print(f"[red]{escape(node)}[/]: " + escape(problem), soft_wrap=True)
+
+
 def nodes_table(result: Survey) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -71,8 +77,7 @@ def nodes_table(result: Survey) -> None:
     failures = [r for r in reports if r.error is not None]
     for r in failures:
         assert r.error is not None
-        console.print(f"[red]{escape(r.node)}[/]: " + escape(f"{r.error.kind}: {r.error.message}"),
-                      soft_wrap=True)
+        node_problem(console, r.node, f"{r.error.kind}: {r.error.message}")
     if result.interrupted:
         console.print("[yellow]interrupted: nodes not yet answered are shown as unreachable[/]")
 

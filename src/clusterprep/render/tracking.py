@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusterprep.render.console import stdout_console
+from clusterprep.render.console import node_problem, stdout_console
 from clusterprep.render.jsonout import _error
 from clusterprep.tracking import NetrcReport, VerifyReport
 
@@ -35,9 +35,7 @@ def netrc_table(report: NetrcReport) -> None:
     console.print(table)
     for change in report.changes:
         if change.error is not None:
-            console.print(f"[red]{change.node}[/]: "
-                          + escape(f"{change.error.kind}: {change.error.message}"),
-                          soft_wrap=True)
+            node_problem(console, change.node, f"{change.error.kind}: {change.error.message}")
     if report.interrupted:
         console.print("[yellow]interrupted: nodes not yet answered are shown as failed[/]")
 
@@ -79,11 +77,9 @@ def verify_table(report: VerifyReport) -> None:
     console.print(table)
     for check in report.checks:
         for problem in check.problems:
-            console.print(f"[red]{check.node}[/]: " + escape(problem), soft_wrap=True)
+            node_problem(console, check.node, problem)
         if check.error is not None:
-            console.print(f"[red]{check.node}[/]: "
-                          + escape(f"{check.error.kind}: {check.error.message}"),
-                          soft_wrap=True)
+            node_problem(console, check.node, f"{check.error.kind}: {check.error.message}")
     if report.interrupted:
         console.print("[yellow]interrupted by the user[/]")
 
