@@ -3,6 +3,7 @@ real hub layout (tests/hubcache.py: the Hub itself cannot be reached from tests)
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -16,6 +17,12 @@ from pathlib import Path
 import pytest
 
 import hubcache
+from clusterprep.fleet import Fleet, SshOptions
+from clusterprep.inventory import parse_nodes_file
+from clusterprep.transfer.manifest import build as build_manifest
+from clusterprep.transfer.progress import NodeBytesListener
+from clusterprep.transfer.spec import parse_repo_option
+from clusterprep.transfer.verify import verify
 from hubserver import COMMIT as HUB_COMMIT
 from hubserver import Hub
 from conftest import SRC
@@ -147,6 +154,48 @@ def test_verify_full_hashes_what_sizes_cannot_see_and_reports_extra_revisions(cl
     beta = next(r for n in result.json()["nodes"] if n["node"] == "node01"
                 for r in n["repos"] if r["repo"] == "org/beta")
     assert beta["extra_revisions"] == ["c" * 40]
+
+
+class HashingSeen(NodeBytesListener):
+    """What a terminal's progress bars would be told."""
+
+    def __init__(self) -> None:
+        self.plan: dict[str, int] = {}
+        self.last: dict[str, int] = {}
+        self.done: set[str] = set()
+
+    def planned(self, nodes: dict[str, int], total_bytes: int) -> None:
+        self.plan = nodes
+
+    def advanced(self, node: str, done_bytes: int) -> None:
+        self.last[node] = done_bytes
+
+    def finished(self, node: str) -> None:
+        self.done.add(node)
+
+
+def test_verify_full_tells_how_far_each_nodes_hashing_has_got(cli, nodes, staging,
+                                                              monkeypatch, tmp_path):
+    # A full verify of a large cache hashes for minutes on every node: its progress bars are
+    # fed by what each node reports as it hashes.
+    assert weights(cli, nodes, "sync", staging).exit_code == 0
+    monkeypatch.setenv("HOME", str(tmp_path))  # the head's ssh -G cache, as the cli fixture
+    repos = tuple(parse_repo_option(o) for o in REPO_OPTIONS if o != "--repo")
+    manifest = build_manifest(staging, repos)
+    seen = HashingSeen()
+
+    async def full_verify():
+        options = SshOptions(config_file=str(nodes.ssh_config))
+        async with Fleet(parse_nodes_file(nodes.nodes_file), options) as fleet:
+            return await verify(fleet, manifest, full=True, listener=seen)
+
+    report = asyncio.run(full_verify())
+    assert report.ok
+    size = sum(entry.size for entry in manifest.files)
+    names = [node.name for node in nodes.nodes]
+    assert seen.plan == dict.fromkeys(names, size)
+    assert seen.last == dict.fromkeys(names, size)
+    assert seen.done == set(names)
 
 
 def test_a_sync_killed_half_way_leaves_no_partial_file_under_a_final_name(cli, nodes, staging,

@@ -36,6 +36,7 @@ from clusterprep.transfer.manifest import build as build_manifest
 from clusterprep.transfer.spec import RepoRef, WeightsSpec, parse_repo_option
 from clusterprep.transfer.stage import FAILED as STAGE_FAILED
 from clusterprep.transfer.stage import local_hub_cache, stage
+from clusterprep.transfer.progress import NodeBytesListener
 from clusterprep.transfer.verify import verify as verify_weights
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -521,29 +522,30 @@ def cmd_weights_stage(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(r.action == STAGE_FAILED for r in results) else EXIT_OK
 
 
+async def _with_bytes_progress(
+        args: argparse.Namespace,
+        work: Callable[[NodeBytesListener], Awaitable[Result]]) -> Result:
+    """`work` with bars of each node's bytes on a terminal (none with --json)."""
+    from clusterprep.render.weights import NodeBytesProgress
+    progress = NodeBytesProgress(enabled=not args.json)
+    try:
+        return await work(progress)
+    finally:
+        progress.stop()
+
+
 def cmd_weights_sync(args: argparse.Namespace) -> int:
     from clusterprep.render import weights as weights_render
     spec = _weights_spec(args)
     manifest = build_manifest(spec.staging, spec.repos)
     inventory = _inventory(args)
-
-    async def work() -> int:
-        progress = weights_render.SyncProgress()
-        progress.enabled = progress.enabled and not args.json
-        async with Fleet(inventory, _ssh_options(args)) as fleet:
-            try:
-                report = await sync(fleet, manifest, listener=progress, chain=not args.star,
-                                    bwlimit=args.bwlimit * 1e6 if args.bwlimit else None,
-                                    timeout=args.timeout)
-            finally:
-                progress.stop()
-        if args.json:
-            jsonout.emit(weights_render.sync_document(report))
-        else:
-            weights_render.sync_summary(report)
-        return _exit_status(report)
-
-    return _run_async(work)
+    bwlimit = args.bwlimit * 1e6 if args.bwlimit else None
+    return _over_fleet(
+        args, inventory,
+        lambda fleet: _with_bytes_progress(args, lambda progress: sync(
+            fleet, manifest, listener=progress, chain=not args.star, bwlimit=bwlimit,
+            timeout=args.timeout)),
+        _shown(args, weights_render.sync_document, weights_render.sync_summary))
 
 
 def cmd_weights_verify(args: argparse.Namespace) -> int:
@@ -553,7 +555,8 @@ def cmd_weights_verify(args: argparse.Namespace) -> int:
     inventory = _inventory(args)
     return _over_fleet(
         args, inventory,
-        lambda fleet: verify_weights(fleet, manifest, full=args.full, timeout=args.timeout),
+        lambda fleet: _with_bytes_progress(args, lambda progress: verify_weights(
+            fleet, manifest, full=args.full, timeout=args.timeout, listener=progress)),
         _shown(args, weights_render.verify_document, weights_render.verify_table))
 
 

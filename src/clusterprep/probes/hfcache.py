@@ -68,7 +68,7 @@ def save_stamps(cache, stamps):
     os.replace(aside, path)
 
 
-def sha256_of(path):
+def sha256_of(path, hashing):
     import hashlib
 
     digest = hashlib.sha256()
@@ -78,6 +78,25 @@ def sha256_of(path):
             if not block:
                 return digest.hexdigest()
             digest.update(block)
+            hashing.add(len(block))
+
+
+class Hashing:
+    """Counts the bytes hashed, and tells the head at most twice a second (a progress line on
+    stdout, read as it arrives; the answer is the last line)."""
+
+    def __init__(self):
+        self.done = 0
+        self.told = 0.0
+
+    def add(self, n):
+        self.done += n
+        if time.monotonic() - self.told >= 0.5:
+            self.tell()
+
+    def tell(self):
+        self.told = time.monotonic()
+        emit({"event": "progress", "bytes": self.done})
 
 
 def emit(obj):
@@ -87,7 +106,7 @@ def emit(obj):
 
 # -- check ----------------------------------------------------------------------------------
 
-def check_file(cache, entry, stamps, full, hash_unstamped):
+def check_file(cache, entry, stamps, full, hash_unstamped, hashing):
     """'ok', 'missing' or 'corrupt' (with a reason) for one manifest entry; maybe a new stamp."""
     path, kind, size, sha, target = entry
     where = os.path.join(cache, path)
@@ -112,7 +131,7 @@ def check_file(cache, entry, stamps, full, hash_unstamped):
         return "ok", None, None
     if not full and stamp is None and not hash_unstamped:
         return "ok", None, None
-    if sha256_of(where) != sha:
+    if sha256_of(where, hashing) != sha:
         return "corrupt", "sha256 differs", None
     return "ok", None, [size, st.st_mtime_ns, sha]
 
@@ -139,15 +158,18 @@ def check(request):
     cache, source = hub_cache()
     stamps = load_stamps(cache)
     missing, corrupt, new_stamps = [], [], {}
+    hashing = Hashing()
     for entry in request["entries"]:
         state, reason, stamp = check_file(cache, entry, stamps, request.get("full", False),
-                                          request.get("hash_unstamped", False))
+                                          request.get("hash_unstamped", False), hashing)
         if state == "missing":
             missing.append(entry[0])
         elif state == "corrupt":
             corrupt.append([entry[0], reason])
         if stamp is not None:
             new_stamps[entry[0]] = stamp
+    if hashing.done:
+        hashing.tell()
     if new_stamps and request.get("record_stamps"):
         stamps.update(new_stamps)
         save_stamps(cache, stamps)

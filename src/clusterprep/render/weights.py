@@ -12,7 +12,8 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColu
 from rich.table import Table
 
 from clusterprep.fleet.gather import fold
-from clusterprep.transfer.broadcast import SyncListener, SyncReport
+from clusterprep.transfer.broadcast import SyncReport
+from clusterprep.transfer.progress import NodeBytesListener
 from clusterprep.transfer.spec import RepoRef
 from clusterprep.transfer.stage import FAILED, StageResult
 from clusterprep.transfer.verify import VerifyReport
@@ -32,13 +33,14 @@ def _size(n: int) -> str:
     return str(n)
 
 
-class SyncProgress(SyncListener):
-    """One bar per receiving node (bytes received of its stream), on stderr, on a terminal."""
+class NodeBytesProgress(NodeBytesListener):
+    """One bar per node (bytes received of a sync's stream, or hashed by `verify --full`), on
+    stderr, on a terminal."""
 
     MAX_BARS = 16  # beyond that, one bar for the slowest node would say as much
 
-    def __init__(self) -> None:
-        self.enabled = _err.is_terminal
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and _err.is_terminal
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                   DownloadColumn(), TransferSpeedColumn(), console=_err,
                                   transient=True)
@@ -51,7 +53,7 @@ class SyncProgress(SyncListener):
         for node, size in list(nodes.items())[: self.MAX_BARS]:
             self._tasks[node] = self._progress.add_task(node, total=max(size, 1))
 
-    def received(self, node: str, done_bytes: int) -> None:
+    def advanced(self, node: str, done_bytes: int) -> None:
         if node in self._tasks:
             self._progress.update(self._tasks[node], completed=done_bytes)
 

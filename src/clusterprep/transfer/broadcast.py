@@ -30,24 +30,12 @@ from clusterprep.fleet.fleet import PROBE_FAILED
 from clusterprep.fleet.transport import INTERRUPTED, NodeUnreachable, Transport
 from clusterprep.inventory import Node
 from clusterprep.transfer.manifest import Entry, Manifest
+from clusterprep.transfer.progress import NodeBytesListener
 from clusterprep.transfer.verify import NodeCache, check_caches
 
 CHUNK = 1 << 20
 SETUP_TIMEOUT = 20.0  # seconds for receivers to listen and to connect to their next node
 CHAIN, STAR = "chain", "star"
-
-
-class SyncListener:
-    """Told about a sync as it goes; every method does nothing by default (renderers override)."""
-
-    def planned(self, nodes: dict[str, int], total_bytes: int) -> None:
-        """`nodes`: bytes each node will receive; `total_bytes`: the stream's size."""
-
-    def received(self, node: str, done_bytes: int) -> None:
-        """A node has received `done_bytes` of its stream so far."""
-
-    def finished(self, node: str) -> None:
-        """A node's receiver has ended."""
 
 
 @dataclass
@@ -86,7 +74,7 @@ async def sync(
     fleet: Fleet,
     manifest: Manifest,
     *,
-    listener: SyncListener | None = None,
+    listener: NodeBytesListener | None = None,
     chain: bool = True,
     bwlimit: float | None = None,
     timeout: float | None = None,
@@ -96,7 +84,7 @@ async def sync(
     `bwlimit`: most bytes/s the head sends (per node in a star). `chain=False` forces the star.
     """
     started = time.monotonic()
-    listener = listener or SyncListener()
+    listener = listener or NodeBytesListener()
     states, bad, interrupted = await check_caches(fleet, manifest, for_sync=True, timeout=timeout)
     report = SyncReport(manifest, [_from_state(state) for state in states],
                         interrupted=interrupted)
@@ -168,7 +156,7 @@ class _Inbox:
 
 class _Transfer:
     def __init__(self, fleet: Fleet, manifest: Manifest, targets: list[_Target],
-                 listener: SyncListener, bwlimit: float | None) -> None:
+                 listener: NodeBytesListener, bwlimit: float | None) -> None:
         self.fleet = fleet
         self.manifest = manifest
         self.targets = targets
@@ -337,7 +325,7 @@ class _Transfer:
 class _EventReader:
     """Parses a receiver's JSON lines into the target's futures and the listener's calls."""
 
-    def __init__(self, target: _Target, listener: SyncListener) -> None:
+    def __init__(self, target: _Target, listener: NodeBytesListener) -> None:
         self.target = target
         self.listener = listener
         self.buffer = b""
@@ -363,10 +351,10 @@ class _EventReader:
         elif kind == "connected" and target.connected and not target.connected.done():
             target.connected.set_result(None if event.get("ok") else event.get("error"))
         elif kind == "progress":
-            self.listener.received(target.node.name, int(event["bytes"]))
+            self.listener.advanced(target.node.name, int(event["bytes"]))
         elif kind == "done":
             self.done = event
-            self.listener.received(target.node.name, int(event.get("bytes", 0)))
+            self.listener.advanced(target.node.name, int(event.get("bytes", 0)))
 
     def settle(self, why: str) -> None:
         """Answer the futures the receiver left open, so the head stops waiting for it."""

@@ -7,12 +7,15 @@ hashed when it changed since clusterprep wrote it; `full` hashes every file.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from clusterprep.fleet import Fleet, NodeError
+from clusterprep.fleet.transport import OutputCallback
 from clusterprep.inventory import Node
 from clusterprep.transfer.manifest import Manifest
+from clusterprep.transfer.progress import NodeBytesListener
 
 
 @dataclass
@@ -65,11 +68,13 @@ async def check_caches(
     for_sync: bool = False,
     nodes: list[Node] | None = None,
     timeout: float | None = None,
+    hashing: NodeBytesListener | None = None,
 ) -> tuple[list[NodeCache], dict[str, list[str]], bool]:
     """Probe every node's cache against the manifest.
 
     `for_sync` also hashes files clusterprep has no stamp for (a cache filled by hand), so
-    that only what differs is sent, and records stamps for the files found right.
+    that only what differs is sent, and records stamps for the files found right. `hashing`
+    hears how many bytes each node has hashed so far.
     Returns the per-node states, the raw bad paths per node, and whether interrupted.
     """
     payload = {
@@ -80,7 +85,9 @@ async def check_caches(
         "hash_unstamped": for_sync,
         "record_stamps": for_sync,
     }
-    results, interrupted = await fleet.probe("hfcache", payload, nodes=nodes, timeout=timeout)
+    results, interrupted = await fleet.probe(
+        "hfcache", payload, nodes=nodes, timeout=timeout,
+        on_output=_hashing_reader(hashing) if hashing else None)
     states, bad = [], {}
     for result in results:
         if result.data is None:
@@ -89,6 +96,25 @@ async def check_caches(
         states.append(_node_cache(result.node, result.data, manifest))
         bad[result.node] = result.data["missing"] + [path for path, _ in result.data["corrupt"]]
     return states, bad, interrupted
+
+
+def _hashing_reader(listener: NodeBytesListener) -> OutputCallback:
+    """Reads the progress lines the probe prints while it hashes, as they arrive."""
+    partial: dict[str, bytes] = {}
+
+    def on_output(node: str, stream: str, chunk: bytes) -> None:
+        if stream != "stdout":
+            return
+        *lines, partial[node] = (partial.get(node, b"") + chunk).split(b"\n")
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "progress":
+                listener.advanced(node, int(event["bytes"]))
+
+    return on_output
 
 
 def _node_cache(node: str, data: dict[str, Any], manifest: Manifest) -> NodeCache:
@@ -106,7 +132,16 @@ def _node_cache(node: str, data: dict[str, Any], manifest: Manifest) -> NodeCach
 
 
 async def verify(fleet: Fleet, manifest: Manifest, *, full: bool = False,
-                 timeout: float | None = None) -> VerifyReport:
-    """Compare every node's cache with the staged manifest; read-only, offline."""
-    states, _, interrupted = await check_caches(fleet, manifest, full=full, timeout=timeout)
+                 timeout: float | None = None,
+                 listener: NodeBytesListener | None = None) -> VerifyReport:
+    """Compare every node's cache with the staged manifest; read-only, offline. With `full`,
+    `listener` hears how far each node's hashing has got."""
+    listener = listener or NodeBytesListener()
+    if full:
+        size = sum(entry.size for entry in manifest.files)
+        listener.planned({node.name: size for node in fleet.inventory.nodes}, size)
+    states, _, interrupted = await check_caches(fleet, manifest, full=full, timeout=timeout,
+                                                hashing=listener if full else None)
+    for state in states:
+        listener.finished(state.node)
     return VerifyReport(manifest, states, full, interrupted)
