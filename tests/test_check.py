@@ -58,8 +58,9 @@ def test_identical_nodes_pass_with_no_findings(checked_cluster, cli, tmp_path):
     page = tmp_path / "report.html"
     text = cli("check", *args, "--html", str(page))
     assert text.exit_code == 0 and "no drift" in text.stdout
+    assert "node[01-04] *" in text.stdout  # identical nodes: one row of the matrix, not four
     html = page.read_text()
-    assert "No drift" in html and "node04" in html
+    assert "No drift" in html and "node[01-04] (head)" in html
     assert not re.search(r"(src|href)=['\"]?https?:", html)  # viewable without a network
 
 
@@ -87,10 +88,12 @@ def test_a_package_in_one_nodes_user_site_is_caught_then_neutralised_by_up(
     by_node = {n["node"]: n for n in document["nodes"]}
     assert by_node["node03"]["checks"][1] == {
         "name": "hello-cp", "ok": False, "value": "2.0", "expected": "^1\\.0$",
-        "message": "does not match '^1\\\\.0$'"}
+        "message": "does not match '^1\\.0$'"}
 
     table = cli("check", *args, *python)
     assert "critical package:hello-cp: node03 differ" in table.stdout
+    assert "node[01-02,04] *" in table.stdout
+    assert "node03: hello-cp: does not match" in " ".join(table.stdout.split())
 
     # `up` exports PYTHONNOUSERSITE=True in every node's shell: the stray package is ignored.
     assert cli("up", *args, "--only", "shell").exit_code == 0

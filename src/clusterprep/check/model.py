@@ -79,12 +79,45 @@ class Finding:
 
 
 @dataclass
+class MatrixRow:
+    """Nodes whose checks came out alike (pass or fail, value and message), or that gave no
+    answer for the same reason: one row of the check matrix, however many nodes."""
+
+    nodes: list[str]
+    head: bool
+    checks: dict[str, CheckResult]
+    error: NodeError | None
+
+
+@dataclass
 class CheckReport:
     """The whole answer of `clusterprep check`."""
 
     nodes: list[NodeState]
     findings: list[Finding]
     interrupted: bool = False
+
+    @property
+    def check_names(self) -> list[str]:
+        return list(dict.fromkeys(c.name for node in self.nodes for c in node.checks))
+
+    def matrix(self) -> list[MatrixRow]:
+        """The check matrix, nodes with identical outcomes sharing a row, in first-seen order:
+        identical nodes, the point of a cluster, make a matrix of one row."""
+        rows: dict[tuple[Any, ...], MatrixRow] = {}
+        for node in self.nodes:
+            if node.error is not None:
+                key: tuple[Any, ...] = ("error", node.error.kind, node.error.message)
+            else:
+                key = tuple((c.name, c.ok, c.value, c.message) for c in node.checks)
+            row = rows.get(key)
+            if row is None:
+                rows[key] = MatrixRow([node.node], node.head,
+                                      {c.name: c for c in node.checks}, node.error)
+            else:
+                row.nodes.append(node.node)
+                row.head = row.head or node.head
+        return list(rows.values())
 
     @property
     def ok(self) -> bool:

@@ -365,7 +365,7 @@ def check(spec, answers):
             words = re.findall(r"[A-Za-z]{3,}", expect)
             related = [line for line in lines if any(w in line for w in words)]
             shown = (related or lines or [""])[-1 if not related else 0]
-            result.update(ok=False, value=shown.strip(), message="does not match %r" % expect)
+            result.update(ok=False, value=shown.strip(), message="does not match '%s'" % expect)
             return result
         value = matching[0]
     elif lines:

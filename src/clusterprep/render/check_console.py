@@ -6,35 +6,34 @@ from rich.markup import escape
 
 from clusterprep.check.model import CRITICAL, CheckReport
 from clusterprep.fleet.gather import fold
-from clusterprep.render.console import stdout_console
+from clusterprep.render.console import node_problem, stdout_console
 
 
 def check_report(report: CheckReport) -> None:
     from rich.table import Table
 
     console = stdout_console()
-    names = list(dict.fromkeys(c.name for node in report.nodes for c in node.checks))
+    names = report.check_names
+    rows = report.matrix()
     table = Table(title="install checks")
     table.add_column("node")
     for name in names:
         table.add_column(name, overflow="fold")
-    for node in report.nodes:
-        if node.error is not None:
-            cells = [f"[red]{escape(node.error.kind)}[/]"] + [""] * max(0, len(names) - 1)
+    for row in rows:
+        if row.error is not None:
+            cells = [f"[red]{escape(row.error.kind)}[/]"] + [""] * max(0, len(names) - 1)
         else:
-            by_name = {c.name: c for c in node.checks}
-            cells = [_cell(by_name.get(name)) for name in names]
-        table.add_row(node.node + (" *" if node.head else ""), *cells)
-    if names or any(node.error for node in report.nodes):
+            cells = [_cell(row.checks.get(name)) for name in names]
+        table.add_row(escape(fold(row.nodes)) + (" *" if row.head else ""), *cells)
+    if names or any(row.error for row in rows):
         console.print(table)
-    for node in report.nodes:
-        if node.error is not None:
-            console.print(f"[red]{node.node}[/]: {escape(node.error.kind)}: "
-                          f"{escape(node.error.message)}", soft_wrap=True)
-        for c in node.checks:
+    for row in rows:
+        nodes = fold(row.nodes)
+        if row.error is not None:
+            node_problem(console, nodes, f"{row.error.kind}: {row.error.message}")
+        for c in row.checks.values():
             if not c.ok:
-                console.print(f"[red]{node.node}[/] {escape(c.name)}: {escape(c.message or '')}",
-                              soft_wrap=True)
+                node_problem(console, nodes, f"{c.name}: {c.message or ''}")
     _findings(report)
 
 

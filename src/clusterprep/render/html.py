@@ -34,19 +34,18 @@ def check_page(report: CheckReport, title: str = "clusterprep check") -> str:
 
 
 def _matrix(report: CheckReport) -> str:
-    names = list(dict.fromkeys(c.name for node in report.nodes for c in node.checks))
-    rows = ["<h2>Install checks</h2><table><tr><th>node</th>"
+    names = report.check_names
+    rows = ["<h2>Install checks</h2><table><tr><th>nodes</th>"
             + "".join(f"<th>{escape(n)}</th>" for n in names) + "</tr>"]
-    for node in report.nodes:
-        label = escape(node.node) + (" (head)" if node.head else "")
-        if node.error is not None:
+    for row in report.matrix():
+        label = escape(fold(row.nodes)) + (" (head)" if row.head else "")
+        if row.error is not None:
             rows.append(f"<tr><td>{label}</td><td class='fail' colspan='{max(1, len(names))}'>"
-                        f"{escape(node.error.kind)}: {escape(node.error.message)}</td></tr>")
+                        f"{escape(row.error.kind)}: {escape(row.error.message)}</td></tr>")
             continue
-        by_name = {c.name: c for c in node.checks}
         cells = []
         for name in names:
-            c = by_name.get(name)
+            c = row.checks.get(name)
             if c is None:
                 cells.append("<td>-</td>")
             else:
