@@ -159,6 +159,7 @@ def test_an_unreachable_node_and_a_missing_env_are_named(checked_cluster, cli):
     by_node = {n["node"]: n for n in document["nodes"]}
     assert by_node["node02"]["error"]["kind"] == "refused"
     assert "/no/such/env/bin/python" in by_node["node01"]["error"]["message"]
+    assert "`clusterprep up` builds it" in by_node["node01"]["error"]["message"]
 
 
 def test_a_node_with_a_missing_gpu_or_another_driver_is_critical(checked_cluster, cli):

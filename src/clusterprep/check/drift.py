@@ -23,6 +23,15 @@ def find_drift(nodes: list[NodeState]) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.severity != CRITICAL, f.item))
 
 
+def no_drift(nodes: list[NodeState]) -> tuple[bool, str]:
+    """What finding no drift means, in words: (whether nodes were compared at all, the words)."""
+    measured = sum(1 for node in nodes if node.fingerprint is not None)
+    if measured < 2:
+        which = "no node was" if measured == 0 else "only one node was"
+        return False, f"nothing to compare: {which} fingerprinted"
+    return True, f"no drift: the {measured} fingerprinted nodes are identical"
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ABSENT

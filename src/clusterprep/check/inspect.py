@@ -9,7 +9,8 @@ import time
 from clusterprep.check import fingerprint
 from clusterprep.check.drift import find_drift
 from clusterprep.check.model import CheckReport, CheckResult, CheckSpec, NodeState
-from clusterprep.fleet import Fleet
+from clusterprep.fleet import Fleet, NodeError, ProbeResult
+from clusterprep.fleet.fleet import PROBE_FAILED
 
 
 async def inspect(
@@ -40,7 +41,7 @@ async def inspect(
         on_output=first_output)
     nodes = []
     for node, result in zip(fleet.inventory.nodes, results):
-        state = NodeState(node.name, node.head, error=result.error)
+        state = NodeState(node.name, node.head, error=_explained(result))
         if result.data is not None:
             state.fingerprint = result.data
             state.items = fingerprint.items(result.data)
@@ -52,6 +53,15 @@ async def inspect(
                 state.clock_uncertainty_s = round((arrivals[node.name] - sent) / 2, 4)
         nodes.append(state)
     return CheckReport(nodes, find_drift(nodes), interrupted)
+
+
+def _explained(result: ProbeResult) -> NodeError | None:
+    """The node's error; a missing interpreter (exit 127) says what to do about it."""
+    error = result.error
+    if error is not None and error.kind == PROBE_FAILED and result.command.exit_code == 127:
+        return NodeError(PROBE_FAILED, f"{error.message} (is the env installed there? "
+                         "`clusterprep up` builds it; --python names another interpreter)")
+    return error
 
 
 def _node_clock(stdout: bytes) -> float | None:

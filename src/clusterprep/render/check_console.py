@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.markup import escape
 
+from clusterprep.check.drift import no_drift
 from clusterprep.check.model import CRITICAL, CheckReport
 from clusterprep.fleet.gather import fold
 from clusterprep.render.console import node_problem, stdout_console
@@ -47,8 +48,8 @@ def _cell(result) -> str:
 def _findings(report: CheckReport) -> None:
     console = stdout_console()
     if not report.findings:
-        reached = sum(1 for n in report.nodes if n.fingerprint is not None)
-        console.print(f"[green]no drift[/]: the {reached} fingerprinted nodes are identical")
+        compared, words = no_drift(report.nodes)
+        console.print(f"[{'green' if compared else 'yellow'}]{words}[/]")
         return
     critical = sum(1 for f in report.findings if f.severity == CRITICAL)
     console.print(f"\n{len(report.findings)} findings ({critical} critical)")

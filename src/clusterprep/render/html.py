@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 from html import escape
 
+from clusterprep.check.drift import no_drift
 from clusterprep.check.model import CRITICAL, CheckReport
 from clusterprep.fleet.gather import fold
 
@@ -60,7 +61,9 @@ def _matrix(report: CheckReport) -> str:
 
 def _findings(report: CheckReport) -> str:
     if not report.findings:
-        return "<h2>Drift</h2><p class='ok'>No drift: the nodes are identical.</p>"
+        compared, words = no_drift(report.nodes)
+        return (f"<h2>Drift</h2><p class='{'ok' if compared else 'fail'}'>"
+                f"{escape(words[0].upper() + words[1:])}.</p>")
     rows = ["<h2>Drift</h2><table><tr><th>severity</th><th>item</th><th>value</th>"
             "<th>nodes</th></tr>"]
     for f in sorted(report.findings, key=lambda f: f.severity != CRITICAL):
