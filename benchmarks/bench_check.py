@@ -2,7 +2,8 @@
 
 The interpreter checked is the nodes' system python (a real one, with its real packages), with
 two install checks; everything else (fingerprint probe, clock, drift) is the real command.
-Whole process timed, first contact included; median of --repeat runs. Also the CPU of the
+Whole process timed, first contact included; median of --repeat runs; `run true` alongside,
+as the floor (a connection and a shell per node, nothing else). Also the CPU of the
 fingerprint probe alone, run here as the nodes run it (same input, same python): the share of a
 node's CPU that is the probe's, apart from sshd and the shell.
 
@@ -43,31 +44,45 @@ import = "json"
 """
 
 
-def measure(size: int, repeat: int, work: Path) -> tuple[float, float, float | None]:
-    """Median (wall s, head CPU s, node CPU s per node) of `repeat` whole `check` runs."""
+Timing = tuple[float, float, float | None]  # median wall s, head CPU s, node CPU s per node
+
+
+def measure(size: int, repeat: int, work: Path) -> dict[str, Timing]:
+    """`check`, and `run true` (the floor: a connection and a shell per node), each run
+    `repeat` times on `size` nodes."""
     with SimCluster(work / f"cluster{size}", size) as sim:
         sim.start()
         sim.learn_host_keys()
         recipe = work / f"recipe{size}.toml"
         recipe.write_text(RECIPE.format(shared=sim.shared))
-        argv, env = clusterprep("check", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config),
-                                "-r", str(recipe), "--python", "/usr/bin/python3", "--json")
-        timed(argv, env)  # warm the page cache
+        where = ["-n", str(sim.nodes_file), "-F", str(sim.ssh_config)]
+        commands = {
+            "check": clusterprep("check", *where, "-r", str(recipe),
+                                 "--python", "/usr/bin/python3", "--json"),
+            "run true": clusterprep("run", *where, "--json", "true"),
+        }
         nodes = NodeCpu(sim)
-        walls, heads, per_node = [], [], []
         try:
-            for _ in range(repeat):
-                before = nodes.seconds()
-                wall, head = timed_with_cpu(argv, env)
-                after = nodes.seconds()
-                walls.append(wall)
-                heads.append(head)
-                if before is not None and after is not None:
-                    per_node.append((after - before) / size)
+            return {name: timed_runs(argv, env, repeat, nodes, size)
+                    for name, (argv, env) in commands.items()}
         finally:
             nodes.close()
-        node_cpu = statistics.median(per_node) if per_node else None
-        return statistics.median(walls), statistics.median(heads), node_cpu
+
+
+def timed_runs(argv: list[str], env: dict[str, str], repeat: int, nodes: NodeCpu,
+               size: int) -> Timing:
+    timed(argv, env)  # warm the page cache
+    walls, heads, per_node = [], [], []
+    for _ in range(repeat):
+        before = nodes.seconds()
+        wall, head = timed_with_cpu(argv, env)
+        after = nodes.seconds()
+        walls.append(wall)
+        heads.append(head)
+        if before is not None and after is not None:
+            per_node.append((after - before) / size)
+    node_cpu = statistics.median(per_node) if per_node else None
+    return statistics.median(walls), statistics.median(heads), node_cpu
 
 
 def probe_cpu(checks: list[CheckSpec], runs: int = 20) -> float:
@@ -99,13 +114,17 @@ def main() -> None:
         recipe = Path(work) / "recipe.toml"
         recipe.write_text(RECIPE.format(shared=work))
         probe = probe_cpu(load_recipe(str(recipe)).checks)
-    base = times[args.sizes[0]][0]
     print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
-    print("| nodes | wall (s) | ratio to 1 node | head CPU (s) | node CPU per node (ms) |")
-    print("|---:|---:|---:|---:|---:|")
-    for size, (wall, head, node) in times.items():
-        node_text = f"{node * 1000:.0f}" if node is not None else "n/a"
-        print(f"| {size} | {wall:.3f} | {wall / base:.2f} | {head:.3f} | {node_text} |")
+    print("| command | nodes | wall (s) | ratio to 1 node | head CPU (s) | "
+          "node CPU per node (ms) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for command in ("check", "run true"):
+        base = times[args.sizes[0]][command][0]
+        for size, timings in times.items():
+            wall, head, node = timings[command]
+            node_text = f"{node * 1000:.0f}" if node is not None else "n/a"
+            print(f"| {command} | {size} | {wall:.3f} | {wall / base:.2f} | {head:.3f} | "
+                  f"{node_text} |")
     print(f"fingerprint probe alone, run here: {probe * 1000:.0f} ms of CPU (median of 20)")
 
 
