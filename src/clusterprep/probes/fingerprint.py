@@ -277,7 +277,9 @@ def in_fork(jobs, limits):
                 for job in jobs:
                     results.write(json.dumps(answer(job)) + "\n")
                     results.flush()
-        except BaseException:
+        except BaseException:  # a bug here, not in a job: its last line becomes the reason
+            import traceback
+            traceback.print_exc()
             status = 70
         os._exit(status)  # no atexit handlers, no flushing of the probe's buffers
     os.close(results_w)
