@@ -198,19 +198,27 @@ def test_verify_full_tells_how_far_each_nodes_hashing_has_got(cli, nodes, stagin
     assert seen.done == set(names)
 
 
-def test_a_sync_killed_half_way_leaves_no_partial_file_under_a_final_name(cli, nodes, staging,
-                                                                           tmp_path):
+def start_slow_sync(nodes, staging: Path, home: Path, *extra: str, **popen):
+    """`weights sync` at 3 MB/s (11.5 MB: about 4 s, time enough to interrupt it), returned
+    once some node is writing a file; with every node's cache folder."""
     argv = [sys.executable, "-m", "clusterprep", "weights", "sync", "-n", str(nodes.nodes_file),
             "-F", str(nodes.ssh_config), "--staging", str(staging), *REPO_OPTIONS,
-            "--bwlimit", "3"]  # 11.5 MB at 3 MB/s: about 4 s, time enough to interrupt it
-    env = dict(os.environ, PYTHONPATH=str(SRC), HOME=str(tmp_path))
-    sync = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            "--bwlimit", "3", *extra]
+    env = dict(os.environ, PYTHONPATH=str(SRC), HOME=str(home))
+    sync = subprocess.Popen(argv, env=env, **popen)
     caches = [node.home / DEFAULT_CACHE for node in nodes.nodes]
     deadline = time.monotonic() + 20
     while not any(p.name.endswith(".clusterprep-partial") and p.stat().st_size > 0
                   for cache in caches if cache.exists() for p in cache.rglob("*")):
         assert time.monotonic() < deadline, "the sync never started writing"
         time.sleep(0.05)
+    return sync, caches
+
+
+def test_a_sync_killed_half_way_leaves_no_partial_file_under_a_final_name(cli, nodes, staging,
+                                                                           tmp_path):
+    sync, caches = start_slow_sync(nodes, staging, tmp_path, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     sync.send_signal(signal.SIGKILL)
     sync.wait()
@@ -304,18 +312,8 @@ def test_sync_names_a_repo_that_is_not_staged(cli, nodes, staging):
 
 def test_ctrl_c_during_a_sync_reports_what_was_done_and_leaves_no_partial_file(
         cli, nodes, staging, tmp_path):
-    argv = [sys.executable, "-m", "clusterprep", "weights", "sync", "-n", str(nodes.nodes_file),
-            "-F", str(nodes.ssh_config), "--staging", str(staging), *REPO_OPTIONS,
-            "--bwlimit", "3", "--json"]
-    env = dict(os.environ, PYTHONPATH=str(SRC), HOME=str(tmp_path))
-    sync = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    caches = [node.home / DEFAULT_CACHE for node in nodes.nodes]
-    deadline = time.monotonic() + 20
-    while not any(p.name.endswith(".clusterprep-partial") and p.stat().st_size > 0
-                  for cache in caches if cache.exists() for p in cache.rglob("*")):
-        assert time.monotonic() < deadline, "the sync never started writing"
-        time.sleep(0.05)
+    sync, caches = start_slow_sync(nodes, staging, tmp_path, "--json", stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
     sync.send_signal(signal.SIGINT)
     out, err = sync.communicate(timeout=30)
     assert sync.returncode == 130, err
