@@ -426,7 +426,7 @@ def test_netrc_errors_never_quote_the_key(tmp_path):
 
 def test_wandb_settings_from_a_recipe_table_name_unknown_keys_and_the_file():
     code = """
-from clusterprep.tracking import WandbSettings, WandbSettingsError
+from clusterprep.wandb import WandbSettings, WandbSettingsError
 s = WandbSettings.from_table({"project": "p", "host": "wandb.example.com"}, "r.toml")
 print(s.project, s.resolve_base_url({"WANDB_BASE_URL": "https://ignored"}))
 print(WandbSettings().resolve_base_url({}))

@@ -19,10 +19,10 @@ import pytest
 import hubcache
 from clusterprep.fleet import Fleet, SshOptions
 from clusterprep.inventory import parse_nodes_file
-from clusterprep.transfer.manifest import build as build_manifest
-from clusterprep.transfer.progress import NodeBytesListener
-from clusterprep.transfer.spec import parse_repo_option
-from clusterprep.transfer.verify import verify
+from clusterprep.weights.manifest import build as build_manifest
+from clusterprep.weights.progress import NodeBytesListener
+from clusterprep.weights.spec import parse_repo_option
+from clusterprep.weights.verify import verify
 from hubserver import COMMIT as HUB_COMMIT
 from hubserver import Hub
 from conftest import SRC

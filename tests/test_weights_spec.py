@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from clusterprep.recipe import load_recipe
-from clusterprep.transfer.spec import RepoRef, WeightsSpec, WeightsSpecError, parse_repo_option
+from clusterprep.weights.spec import RepoRef, WeightsSpec, WeightsSpecError, parse_repo_option
 
 SHARED = Path("/shared")
 

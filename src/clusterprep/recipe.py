@@ -19,8 +19,8 @@ from typing import Any
 
 from clusterprep import settings
 from clusterprep.check.model import CheckSpec
-from clusterprep.tracking import WandbSettings
-from clusterprep.transfer.spec import WeightsSpec
+from clusterprep.wandb import WandbSettings
+from clusterprep.weights.spec import WeightsSpec
 from clusterprep.errors import RecipeError
 
 if sys.version_info >= (3, 11):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from clusterprep.fleet import CommandResult, FleetResult
 from clusterprep.fleet.gather import fold, group_outputs
-from clusterprep.survey import Survey
+from clusterprep.nodes import Survey
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -10,7 +10,7 @@ from typing import Any
 
 from clusterprep.check.model import CheckReport
 from clusterprep.fleet import FleetResult, NodeError
-from clusterprep.survey import Survey
+from clusterprep.nodes import Survey
 
 
 def emit(document: dict[str, Any]) -> None:

@@ -12,11 +12,11 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColu
 from rich.table import Table
 
 from clusterprep.fleet.gather import fold
-from clusterprep.transfer.broadcast import SyncReport
-from clusterprep.transfer.progress import NodeBytesListener
-from clusterprep.transfer.spec import RepoRef
-from clusterprep.transfer.stage import FAILED, StageResult
-from clusterprep.transfer.verify import VerifyReport
+from clusterprep.weights.sync import SyncReport
+from clusterprep.weights.progress import NodeBytesListener
+from clusterprep.weights.spec import RepoRef
+from clusterprep.weights.stage import FAILED, StageResult
+from clusterprep.weights.verify import VerifyReport
 
 _err = Console(stderr=True, highlight=False)
 

@@ -29,9 +29,9 @@ from clusterprep.fleet import Fleet, NodeError
 from clusterprep.fleet.fleet import PROBE_FAILED
 from clusterprep.fleet.transport import INTERRUPTED, NodeUnreachable, Transport
 from clusterprep.inventory import Node
-from clusterprep.transfer.manifest import Entry, Manifest
-from clusterprep.transfer.progress import NodeBytesListener
-from clusterprep.transfer.verify import NodeCache, check_caches
+from clusterprep.weights.manifest import Entry, Manifest
+from clusterprep.weights.progress import NodeBytesListener
+from clusterprep.weights.verify import NodeCache, check_caches
 
 CHUNK = 1 << 20
 SETUP_TIMEOUT = 20.0  # seconds for receivers to listen and to connect to their next node

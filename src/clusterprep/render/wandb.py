@@ -9,7 +9,7 @@ from typing import Any
 
 from clusterprep.render.console import node_problem, stdout_console
 from clusterprep.render.jsonout import _error
-from clusterprep.tracking import NetrcReport, VerifyReport
+from clusterprep.wandb import NetrcReport, VerifyReport
 
 _STATUS_STYLE = {"unchanged": "dim", "added": "green", "replaced": "yellow",
                  "removed": "yellow", "absent": "dim"}

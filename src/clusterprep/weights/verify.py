@@ -14,8 +14,8 @@ from typing import Any
 from clusterprep.fleet import Fleet, NodeError
 from clusterprep.fleet.transport import OutputCallback
 from clusterprep.inventory import Node
-from clusterprep.transfer.manifest import Manifest
-from clusterprep.transfer.progress import NodeBytesListener
+from clusterprep.weights.manifest import Manifest
+from clusterprep.weights.progress import NodeBytesListener
 
 
 @dataclass

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clusterprep.errors import ClusterprepError
-from clusterprep.transfer.manifest import resolve_revision
-from clusterprep.transfer.spec import RepoRef
+from clusterprep.weights.manifest import resolve_revision
+from clusterprep.weights.spec import RepoRef
 
 PRESENT, COPIED, DOWNLOADED, FAILED = "present", "copied", "downloaded", "failed"
 

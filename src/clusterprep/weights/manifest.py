@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterprep.errors import ClusterprepError
-from clusterprep.transfer.spec import RepoRef
+from clusterprep.weights.spec import RepoRef
 
 HASH_CACHE = ".clusterprep-manifest.json"
 FILE, SYMLINK = "file", "symlink"

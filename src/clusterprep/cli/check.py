@@ -1,0 +1,52 @@
+"""`clusterprep check`: the install checks and a fingerprint of every node, and their drift."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from clusterprep.check.inspect import inspect
+from clusterprep.check.model import CheckReport
+from clusterprep.cli import common
+from clusterprep.localfiles import write_atomically
+from clusterprep.recipe import load_recipe
+from clusterprep.render import console, jsonout
+
+
+def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
+    check = commands.add_parser(
+        "check", parents=[options, common.recipe_options()],
+        help="run the install checks on every node and show how nodes differ",
+        description="Run the recipe's install checks on every node, inside the env, and "
+                    "fingerprint every node (packages and their builds, torch/CUDA/NCCL, "
+                    "driver, GPUs, environment variables, shadowing packages, clock) in one "
+                    "round trip each. Exit 0 only when every check passes everywhere and no "
+                    "difference between nodes is critical.")
+    check.add_argument("--python", metavar="PATH", default=None,
+                       help="the interpreter to check on each node (default: the env's)")
+    check.add_argument("--html", metavar="FILE", default=None,
+                       help="also write a self-contained HTML report to FILE")
+    check.set_defaults(handler=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from clusterprep.render import check_console, html
+    recipe = load_recipe(args.recipe, args.shared_dir)
+    inventory = common.inventory(args)
+
+    def show(report: CheckReport) -> None:
+        if args.html:
+            write_atomically(Path(args.html), html.check_page(report).encode())
+        if args.json:
+            jsonout.emit(jsonout.check_document(report, inventory.warnings))
+            return
+        check_console.check_report(report)
+        if args.html:
+            console.note(f"report written to {args.html}")
+
+    return common.over_fleet(
+        args, inventory,
+        lambda fleet: inspect(fleet, recipe.checks, python=args.python or recipe.env.python,
+                              shared=recipe.shared_dir, timeout=args.timeout),
+        show)

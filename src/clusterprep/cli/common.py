@@ -1,0 +1,138 @@
+"""What every command's module shares: the common options, the exit statuses, and the shape
+of a command that gathers a result over the fleet and shows it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol, TypeVar
+
+from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, SshOptions
+from clusterprep.inventory import Inventory, load_inventory
+from clusterprep.recipe import DEFAULT_RECIPE
+from clusterprep.render import console, jsonout
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def common_options() -> argparse.ArgumentParser:
+    """The options every command that reaches nodes takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("cluster options")
+    group.add_argument(
+        "-n", "--nodes", metavar="NODES",
+        help="nodes file, hostlist (node-[001-016]) or localhost; default: $CLUSTERPREP_NODES, "
+             "./nodes.txt, ~/nodes.txt, else this machine alone")
+    group.add_argument("-F", "--ssh-config", metavar="FILE", help="ssh config file, as ssh -F")
+    group.add_argument("--fanout", type=positive_int, default=64, metavar="N",
+                       help="most new connections under way at once (default 64)")
+    group.add_argument("--connect-timeout", type=positive_float, default=10.0, metavar="S",
+                       help="seconds to wait for a node to accept a connection (default 10)")
+    group.add_argument("--timeout", type=positive_float, default=None, metavar="S",
+                       help="seconds a command may run on a node before it is killed")
+    group.add_argument("--host-keys", choices=HOST_KEY_POLICIES, default=None,
+                       help="host key checking; default: the ssh config's "
+                            "StrictHostKeyChecking, else accept-new")
+    group.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    return common
+
+
+def recipe_options() -> argparse.ArgumentParser:
+    """`-r/--recipe` and `--shared-dir`, for the commands a recipe drives."""
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("recipe options")
+    group.add_argument("-r", "--recipe", metavar="NAME|FILE", default=None,
+                       help=f"built-in recipe name or TOML file (default: {DEFAULT_RECIPE})")
+    group.add_argument("--shared-dir", metavar="DIR", default=None,
+                       help="the shared folder (over $SHAREDDIR and the recipe's [shared] dir)")
+    return options
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+    return value
+
+
+def inventory(args: argparse.Namespace) -> Inventory:
+    """The nodes the command works on; the inventory's warnings go to stderr (not with --json)."""
+    loaded = load_inventory(args.nodes)
+    if not args.json:
+        for message in loaded.warnings:
+            console.warn(message)
+    return loaded
+
+
+def ssh_options(args: argparse.Namespace) -> SshOptions:
+    return SshOptions(
+        config_file=args.ssh_config,
+        connect_timeout=args.connect_timeout,
+        host_keys=args.host_keys,
+        fanout=args.fanout,
+    )
+
+
+class Outcome(Protocol):
+    ok: bool
+    interrupted: bool
+
+
+def exit_status(outcome: Outcome) -> int:
+    """130 when the user interrupted, else 0 when every node succeeded, else 1."""
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+def run_async(work: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        return asyncio.run(work())
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+Result = TypeVar("Result", bound=Outcome)
+
+
+def over_fleet(args: argparse.Namespace, nodes: Inventory,
+               gather: Callable[[Fleet], Awaitable[Result]],
+               show: Callable[[Result], None]) -> int:
+    """The shape of most commands: `gather` a result over the nodes' connections, close them,
+    `show` the result, and exit as it says (`exit_status`)."""
+
+    async def work() -> int:
+        async with Fleet(nodes, ssh_options(args)) as fleet:
+            result = await gather(fleet)
+        show(result)
+        return exit_status(result)
+
+    return run_async(work)
+
+
+def shown(args: argparse.Namespace, document: Callable[[Result], dict[str, Any]],
+          table: Callable[[Result], None]) -> Callable[[Result], None]:
+    """Show a result as `document` with --json, else as `table` for people."""
+
+    def show(result: Result) -> None:
+        if args.json:
+            jsonout.emit(document(result))
+        else:
+            table(result)
+
+    return show

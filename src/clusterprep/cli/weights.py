@@ -1,0 +1,138 @@
+"""`clusterprep weights stage|sync|verify`: pretrained weights staged once, on every node, checked."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from clusterprep.cli import common
+from clusterprep.errors import ClusterprepError, UsageError
+from clusterprep.recipe import load_recipe
+from clusterprep.render import jsonout
+from clusterprep.weights.manifest import build as build_manifest
+from clusterprep.weights.progress import NodeBytesListener
+from clusterprep.weights.spec import RepoRef, WeightsSpec, parse_repo_option
+from clusterprep.weights.stage import FAILED as STAGE_FAILED
+from clusterprep.weights.stage import local_hub_cache, stage
+from clusterprep.weights.sync import sync
+from clusterprep.weights.verify import verify as verify_weights
+
+
+def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
+    weights_options = argparse.ArgumentParser(add_help=False, parents=[common.recipe_options()])
+    group = weights_options.add_argument_group("weights options")
+    group.add_argument("--repo", action="append", type=_repo_option, metavar="ID[@REV]",
+                       help="a Hugging Face repo every node needs (repeatable); default: the "
+                            "recipe's [weights] repos")
+    group.add_argument("--staging", metavar="DIR",
+                       help="the staging hub cache; default: the recipe's [weights] staging, "
+                            "else SHARED/hf-hub")
+    weights = commands.add_parser(
+        "weights", help="stage pretrained weights once, sync them to every node, verify them")
+    actions = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    stage_parser = actions.add_parser(
+        "stage", parents=[weights_options], help="fill the staging cache on the head",
+        description="Download what is missing into the staging cache with huggingface_hub "
+                    "(it reads HF_TOKEN), or take it from a local hub cache. Skips repos "
+                    "already staged whole.")
+    stage_parser.add_argument(
+        "--from-cache", nargs="?", const="", default=None, metavar="DIR",
+        help="copy from this hub cache (default: this machine's own) instead of downloading")
+    stage_parser.add_argument("--json", action="store_true",
+                              help="print one JSON object on stdout")
+    stage_parser.set_defaults(handler=cmd_weights_stage)
+    sync_parser = actions.add_parser(
+        "sync", parents=[options, weights_options],
+        help="make every node's Hugging Face cache hold the staged repos",
+        description="Send each node only what its cache lacks, through a pipelined chain of "
+                    "nodes (a star from here when nodes cannot reach each other). Files get "
+                    "their final name only once their sha256 is right.")
+    sync_parser.add_argument("--star", action="store_true",
+                             help="send to every node from here, not through the chain")
+    sync_parser.add_argument("--bwlimit", type=common.positive_float, metavar="MB/S",
+                             help="most megabytes per second sent from here")
+    sync_parser.set_defaults(handler=cmd_weights_sync)
+    verify = actions.add_parser(
+        "verify", parents=[options, weights_options],
+        help="check every node's cache against the staged files, offline",
+        description="Per node and repo: complete, missing files, corrupt files, extra "
+                    "revisions. Exit status 1 when any file is missing or corrupt.")
+    verify.add_argument("--full", action="store_true",
+                        help="hash every file (default: sizes, and hashes of changed files)")
+    verify.set_defaults(handler=cmd_weights_verify)
+
+
+def _repo_option(text: str) -> RepoRef:
+    try:
+        return parse_repo_option(text)
+    except ClusterprepError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _weights_spec(args: argparse.Namespace) -> WeightsSpec:
+    """The recipe's [weights], with --repo and --staging over it (with both, and no -r, no
+    recipe is read: staging a cache needs no shared folder)."""
+    staging = Path(args.staging).expanduser() if args.staging else None
+    if staging is not None and not staging.is_absolute():
+        raise UsageError(f"the staging cache must be an absolute path, not {staging}")
+    if staging is not None and args.repo and args.recipe is None:
+        return WeightsSpec(tuple(args.repo), staging)
+    spec = load_recipe(args.recipe, args.shared_dir).weights
+    assert spec is not None
+    return WeightsSpec(tuple(args.repo) if args.repo else spec.repos, staging or spec.staging)
+
+
+def cmd_weights_stage(args: argparse.Namespace) -> int:
+    from clusterprep.render import weights as weights_render
+    spec = _weights_spec(args)
+    source = None
+    if args.from_cache is not None:
+        source = Path(args.from_cache).expanduser() if args.from_cache else local_hub_cache()
+    results = stage(spec.staging, spec.repos, from_cache=source,
+                    on_file=weights_render.StageProgress(enabled=not args.json))
+    if args.json:
+        jsonout.emit(weights_render.stage_document(results, str(spec.staging)))
+    else:
+        weights_render.stage_table(results, str(spec.staging))
+    return common.EXIT_FAILED if any(r.action == STAGE_FAILED for r in results) \
+        else common.EXIT_OK
+
+
+async def _with_bytes_progress(
+        args: argparse.Namespace,
+        work: Callable[[NodeBytesListener], Awaitable[common.Result]]) -> common.Result:
+    """`work` with bars of each node's bytes on a terminal (none with --json)."""
+    from clusterprep.render.weights import NodeBytesProgress
+    progress = NodeBytesProgress(enabled=not args.json)
+    try:
+        return await work(progress)
+    finally:
+        progress.stop()
+
+
+def cmd_weights_sync(args: argparse.Namespace) -> int:
+    from clusterprep.render import weights as weights_render
+    spec = _weights_spec(args)
+    manifest = build_manifest(spec.staging, spec.repos)
+    inventory = common.inventory(args)
+    bwlimit = args.bwlimit * 1e6 if args.bwlimit else None
+    return common.over_fleet(
+        args, inventory,
+        lambda fleet: _with_bytes_progress(args, lambda progress: sync(
+            fleet, manifest, listener=progress, chain=not args.star, bwlimit=bwlimit,
+            timeout=args.timeout)),
+        common.shown(args, weights_render.sync_document, weights_render.sync_summary))
+
+
+def cmd_weights_verify(args: argparse.Namespace) -> int:
+    from clusterprep.render import weights as weights_render
+    spec = _weights_spec(args)
+    manifest = build_manifest(spec.staging, spec.repos)
+    inventory = common.inventory(args)
+    return common.over_fleet(
+        args, inventory,
+        lambda fleet: _with_bytes_progress(args, lambda progress: verify_weights(
+            fleet, manifest, full=args.full, timeout=args.timeout, listener=progress)),
+        common.shown(args, weights_render.verify_document, weights_render.verify_table))

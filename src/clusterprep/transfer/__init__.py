@@ -1,1 +1,0 @@
-"""Moving file trees to every node: manifests, broadcast, verification (Hugging Face weights)."""

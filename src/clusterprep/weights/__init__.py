@@ -1,0 +1,1 @@
+"""`clusterprep weights`: Hugging Face weights staged once, synced to every node, verified."""
