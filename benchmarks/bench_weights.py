@@ -2,12 +2,8 @@
 """Benchmark `clusterprep weights sync` (pipelined chain) against a star and rsync, on nodes
 whose links are shaped with `tc`.
 
-Needs root, iproute2 (`ip`, `tc`), OpenSSH, rsync, curl. Everything lives in network namespaces
-this script makes at its start and removes at its end: a bridge namespace `cpb-br`, the head
-`cpb-head` (10.201.0.1) and nodes `cpb-nK` (10.201.0.(10+K)), each joined to the bridge by a
-veth pair shaped with `tbf` to RATE in both directions. No address exists outside those
-namespaces, so no traffic leaves them. Each node is an sshd in its namespace whose sessions get
-their own `HF_HUB_CACHE` and `XDG_CACHE_HOME` (sshd `SetEnv`).
+Needs root, iproute2 (`ip`, `tc`), OpenSSH, rsync, curl. The nodes and their shaped links are
+`shapednet.ShapedCluster`'s: network namespaces made for the run and removed after it.
 
 Compared, for N = 2, 4, 8 nodes and SIZE MB of random weights staged on the head:
   chain : clusterprep weights sync (head streams over SSH to node 1, nodes pass it on)
@@ -32,113 +28,13 @@ import sys
 import time
 from pathlib import Path
 
+from shapednet import ShapedCluster, sh
+
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 WORK = Path("/tmp/cpbench")
-SUBNET = "10.201.0"
-HEAD_ADDR = f"{SUBNET}.1"
 REPO = "bench/weights"
 COMMIT = "c" * 40
-
-
-def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, check=check, capture_output=True, text=True, **kw)
-
-
-def in_ns(ns: str, *argv: str) -> list[str]:
-    return ["ip", "netns", "exec", ns, *argv]
-
-
-def node_addr(k: int) -> str:
-    return f"{SUBNET}.{10 + k}"
-
-
-# -- the network ---------------------------------------------------------------------------
-
-def make_network(n: int, rate_mbit: int) -> None:
-    sh("ip", "netns", "add", "cpb-br")
-    sh("ip", "-n", "cpb-br", "link", "add", "br0", "type", "bridge")
-    sh("ip", "-n", "cpb-br", "link", "set", "br0", "up")
-    for k, (ns, addr) in enumerate([("cpb-head", HEAD_ADDR)] +
-                                   [(f"cpb-n{k}", node_addr(k)) for k in range(1, n + 1)]):
-        sh("ip", "netns", "add", ns)
-        sh("ip", "-n", "cpb-br", "link", "add", f"p{k}", "type", "veth", "peer", "name", "eth0",
-           "netns", ns)
-        sh("ip", "-n", "cpb-br", "link", "set", f"p{k}", "master", "br0", "up")
-        sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        # The same rate each way: out of the endpoint, and out of the bridge towards it.
-        for where, dev in ((ns, "eth0"), ("cpb-br", f"p{k}")):
-            sh(*in_ns(where, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
-                      "rate", f"{rate_mbit}mbit", "burst", "256kb", "latency", "50ms"))
-
-
-def remove_network() -> None:
-    for ns in sh("ip", "netns", "list", check=False).stdout.split("\n"):
-        name = ns.split(" ")[0]
-        if name.startswith("cpb-"):
-            sh("ip", "netns", "del", name, check=False)
-
-
-# -- the nodes -----------------------------------------------------------------------------
-
-SSHD_CONFIG = """\
-ListenAddress {addr}
-Port 22
-HostKey {key}
-AuthorizedKeysFile {auth}
-UsePAM no
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-StrictModes no
-PidFile none
-LogLevel ERROR
-MaxStartups 100:30:200
-SetEnv HF_HUB_CACHE={home}/hub XDG_CACHE_HOME={home}/xdg
-"""
-
-
-def start_nodes(n: int) -> list[subprocess.Popen]:
-    client = WORK / "client"
-    if not client.exists():
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(client))
-    config = []
-    procs = []
-    os.makedirs("/run/sshd", exist_ok=True)
-    for k in range(1, n + 1):
-        home = WORK / f"n{k}"
-        home.mkdir(parents=True, exist_ok=True)
-        key = home / "hostkey"
-        if not key.exists():
-            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
-        cfg = home / "sshd_config"
-        cfg.write_text(SSHD_CONFIG.format(addr=node_addr(k), key=key, auth=f"{client}.pub",
-                                          home=home))
-        procs.append(subprocess.Popen(in_ns(f"cpb-n{k}", shutil.which("sshd") or "sshd", "-D",
-                                            "-e", "-f", str(cfg)),
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        config.append(f"Host n{k}\n  HostName {node_addr(k)}\n  User root\n"
-                      f"  IdentityFile {client}\n  IdentitiesOnly yes\n"
-                      f"  UserKnownHostsFile {WORK}/known_hosts\n"
-                      "  StrictHostKeyChecking accept-new\n  BatchMode yes\n")
-    (WORK / "ssh_config").write_text("\n".join(config))
-    (WORK / "nodes.txt").write_text("".join(f"n{k}\n" for k in range(1, n + 1)))
-    deadline = time.monotonic() + 10
-    for k in range(1, n + 1):
-        while sh(*in_ns("cpb-head", "ssh", "-F", str(WORK / "ssh_config"), f"n{k}", "true"),
-                 check=False).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"node n{k} did not start")
-            time.sleep(0.1)
-    return procs
-
-
-def wipe_caches(n: int) -> None:
-    for k in range(1, n + 1):
-        for folder in ("hub", "xdg", "star", "rsync"):
-            shutil.rmtree(WORK / f"n{k}" / folder, ignore_errors=True)
 
 
 # -- the weights ---------------------------------------------------------------------------
@@ -168,14 +64,20 @@ def stage(size_mb: int) -> Path:
 
 # -- the three ways ------------------------------------------------------------------------
 
-def run_chain(n: int, staging: Path, star: bool = False) -> float:
-    argv = [sys.executable, "-m", "clusterprep", "weights", "sync", "-n", str(WORK / "nodes.txt"),
-            "-F", str(WORK / "ssh_config"), "--staging", str(staging), "--repo", REPO, "--json"]
+def wipe_caches(net: ShapedCluster) -> None:
+    for k in range(1, net.n + 1):
+        for folder in ("hub", "xdg", "star", "rsync"):
+            shutil.rmtree(net.home(k) / folder, ignore_errors=True)
+
+
+def run_chain(net: ShapedCluster, staging: Path, star: bool = False) -> float:
+    argv = [sys.executable, "-m", "clusterprep", "weights", "sync", "-n", str(net.nodes_file),
+            "-F", str(net.ssh_config), "--staging", str(staging), "--repo", REPO, "--json"]
     if star:
         argv.append("--star")
     env = dict(os.environ, PYTHONPATH=str(SRC))
     started = time.monotonic()
-    done = subprocess.run(in_ns("cpb-head", *argv), capture_output=True, text=True, env=env,
+    done = subprocess.run(net.in_head(*argv), capture_output=True, text=True, env=env,
                           cwd=str(WORK))
     seconds = time.monotonic() - started
     report = json.loads(done.stdout)
@@ -185,39 +87,39 @@ def run_chain(n: int, staging: Path, star: bool = False) -> float:
     return seconds
 
 
-def run_star(n: int, staging: Path) -> float:
+def run_star(net: ShapedCluster, staging: Path) -> float:
     """Every node pulls every staged file from the head's HTTP server at once."""
     files = [p.relative_to(staging) for p in staging.rglob("*") if p.is_file()
              and p.name != "main" and "blobs" in p.parts]
-    server = subprocess.Popen(in_ns("cpb-head", sys.executable, "-m", "http.server", "8000",
-                                    "--bind", HEAD_ADDR, "--directory", str(staging)),
+    server = subprocess.Popen(net.in_head(sys.executable, "-m", "http.server", "8000",
+                                          "--bind", net.head_addr, "--directory", str(staging)),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1)
         started = time.monotonic()
 
         def pull(k: int) -> None:
-            dest = WORK / f"n{k}" / "star"
+            dest = net.home(k) / "star"
             dest.mkdir(parents=True, exist_ok=True)
             for rel in files:
-                sh(*in_ns(f"cpb-n{k}", "curl", "-sf", "-o", str(dest / rel.name),
-                          f"http://{HEAD_ADDR}:8000/{rel}"))
+                sh(*net.in_node(k, "curl", "-sf", "-o", str(dest / rel.name),
+                                f"http://{net.head_addr}:8000/{rel}"))
 
-        with concurrent.futures.ThreadPoolExecutor(n) as pool:
-            list(pool.map(pull, range(1, n + 1)))
+        with concurrent.futures.ThreadPoolExecutor(net.n) as pool:
+            list(pool.map(pull, range(1, net.n + 1)))
         return time.monotonic() - started
     finally:
         server.kill()
         server.wait()
 
 
-def run_rsync(n: int, staging: Path) -> float:
+def run_rsync(net: ShapedCluster, staging: Path) -> float:
     started = time.monotonic()
-    ssh = f"ssh -F {WORK / 'ssh_config'}"
-    procs = [subprocess.Popen(in_ns("cpb-head", "rsync", "-a", "-e", ssh, f"{staging}/",
-                                    f"n{k}:{WORK / f'n{k}' / 'rsync'}/"),
+    ssh = f"ssh -F {net.ssh_config}"
+    procs = [subprocess.Popen(net.in_head("rsync", "-a", "-e", ssh, f"{staging}/",
+                                          f"n{k}:{net.home(k) / 'rsync'}/"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for k in range(1, n + 1)]
+             for k in range(1, net.n + 1)]
     for proc in procs:
         _, err = proc.communicate()
         if proc.returncode != 0:
@@ -256,30 +158,18 @@ def noop_sync_64() -> tuple[float, float]:
 def fallback_check(rate_mbit: int, staging: Path) -> dict:
     """3 nodes whose bridge ports are isolated from each other (each still reaches the head):
     the chain cannot form, and sync must fall back to the star and still complete."""
-    remove_network()
-    make_network(3, rate_mbit)
-    for k in range(1, 4):
-        sh("ip", "netns", "exec", "cpb-br", "bridge", "link", "set", "dev", f"p{k}",
-           "isolated", "on")
-    procs = start_nodes(3)
-    try:
-        wipe_caches(3)
+    with ShapedCluster(WORK, 3, rate_mbit, isolated=True) as net:
         argv = [sys.executable, "-m", "clusterprep", "weights", "sync", "-n",
-                str(WORK / "nodes.txt"), "-F", str(WORK / "ssh_config"), "--staging",
+                str(net.nodes_file), "-F", str(net.ssh_config), "--staging",
                 str(staging), "--repo", REPO, "--json"]
         started = time.monotonic()
-        done = subprocess.run(in_ns("cpb-head", *argv), capture_output=True, text=True,
+        done = subprocess.run(net.in_head(*argv), capture_output=True, text=True,
                               env=dict(os.environ, PYTHONPATH=str(SRC)), cwd=str(WORK))
         report = json.loads(done.stdout)
+        wipe_caches(net)
         return {"exit": done.returncode, "mode": report["mode"],
                 "fallback_reason": report["fallback_reason"],
                 "seconds": round(time.monotonic() - started, 1)}
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-        wipe_caches(3)
-        remove_network()
 
 
 def main() -> int:
@@ -305,25 +195,17 @@ def main() -> int:
           f"load before: {os.getloadavg()[0]:.2f}", flush=True)
     results = []
     for n in counts:
-        remove_network()
-        make_network(n, args.rate_mbit)
-        procs = start_nodes(n)
-        try:
+        with ShapedCluster(WORK, n, args.rate_mbit) as net:
             row = {"n": n}
             for way, fn in (("chain", run_chain), ("star", run_star), ("rsync", run_rsync)):
                 if way in skip:
                     continue
-                wipe_caches(n)
-                row[way] = fn(n, staging)
+                wipe_caches(net)
+                row[way] = fn(net, staging)
                 print(f"N={n} {way}: {row[way]:.1f} s ({row[way] / ideal:.2f} x S/B), "
                       f"load {os.getloadavg()[0]:.2f}", flush=True)
             results.append(row)
-        finally:
-            for proc in procs:
-                proc.kill()
-                proc.wait()
-            wipe_caches(n)
-            remove_network()
+            wipe_caches(net)
     if "noop" not in skip:
         first, noop = noop_sync_64()
         print(f"64 nodes: first sync {first:.2f} s, sync with nothing to do {noop:.2f} s",
@@ -334,7 +216,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    finally:
-        remove_network()
+    sys.exit(main())
