@@ -17,6 +17,7 @@ from clusterprep.weights.spec import RepoRef, WeightsSpec, parse_repo_option
 from clusterprep.weights.stage import FAILED as STAGE_FAILED
 from clusterprep.weights.stage import local_hub_cache, stage
 from clusterprep.weights.sync import sync
+from clusterprep.weights.transfer import STALL
 from clusterprep.weights.verify import verify as verify_weights
 
 
@@ -47,12 +48,30 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
         "sync", parents=[options, weights_options],
         help="make every node's Hugging Face cache hold the staged repos",
         description="Send each node only what its cache lacks, through a pipelined chain of "
-                    "nodes (a star from here when nodes cannot reach each other). Files get "
-                    "their final name only once their sha256 is right.")
+                    "nodes. The first node reads the staging cache itself when it sees it "
+                    "(the same folder: proved by a token), else this machine sends the bytes. "
+                    "A node that fails, freezes or cannot be reached is cut out and the chain "
+                    "re-forms around it. Files get their final name only once their sha256 is "
+                    "right. A file already on a node is trusted when it is unchanged since "
+                    "clusterprep wrote and hashed it (size, mtime, ctime, inode), else hashed.")
     sync_parser.add_argument("--star", action="store_true",
-                             help="send to every node from here, not through the chain")
+                             help="no chain: every node reads the staging itself (or gets the "
+                                  "bytes from here)")
+    sync_parser.add_argument("--chains", type=common.positive_int, default=1, metavar="N",
+                             help="split the nodes into N chains, each reading the staging "
+                                  "(default 1)")
+    sync_parser.add_argument("--from-head", action="store_true",
+                             help="send the bytes from here even when the nodes see the "
+                                  "staging folder (when the shared filesystem is the slow part)")
+    sync_parser.add_argument("--full", action="store_true",
+                             help="hash every file already on the nodes, stamped or not (finds "
+                                  "what a failing disk changed)")
     sync_parser.add_argument("--bwlimit", type=common.positive_float, metavar="MB/S",
-                             help="most megabytes per second sent from here")
+                             help="most megabytes per second each chain reads from the staging")
+    sync_parser.add_argument("--stall-timeout", type=common.positive_float, default=STALL,
+                             metavar="S",
+                             help="seconds a node's receiver may stay silent (it reports twice "
+                                  f"a second) before it is cut out as hung (default {STALL:g})")
     sync_parser.set_defaults(handler=cmd_weights_sync)
     verify = actions.add_parser(
         "verify", parents=[options, weights_options],
@@ -121,8 +140,9 @@ def cmd_weights_sync(args: argparse.Namespace) -> int:
     return common.over_fleet(
         args, inventory,
         lambda fleet: _with_bytes_progress(args, lambda progress: sync(
-            fleet, manifest, listener=progress, chain=not args.star, bwlimit=bwlimit,
-            timeout=args.timeout)),
+            fleet, manifest, listener=progress, chains=args.chains, star=args.star,
+            from_head=args.from_head, full=args.full, bwlimit=bwlimit,
+            stall=args.stall_timeout, timeout=args.timeout)),
         common.shown(args, weights_render.sync_document, weights_render.sync_summary))
 
 
