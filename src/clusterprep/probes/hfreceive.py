@@ -536,9 +536,13 @@ class Receiver:
         except Failure as e:
             result["error"] = str(e)
             writer.abort()
+        except Exception as e:  # a fault of this script: still a report, never a traceback
+            result["error"] = "the receiver failed: %s: %s" % (type(e).__name__, e)
+            writer.abort()
         finally:
             self.finished = True
-            for closing in (self.source, self.staging, self.down, self.acceptor):
+            self.close_source()
+            for closing in (self.staging, self.down, self.acceptor):
                 if closing is not None:
                     closing.close()
             if writer.written:
@@ -557,6 +561,8 @@ class Receiver:
                 self.handle(self.next_item(block=True))
                 continue
             self.handle_pending()
+            if self.source is None or self.source is STDIN:
+                continue
             self.state = "recv"
             started = time.monotonic()
             if self.source is self.staging:
@@ -568,9 +574,7 @@ class Receiver:
                 self.lose_upstream()
             elif len(view):
                 self.take(view)
-        if self.source is not None and self.source is not STDIN:
-            self.source.close()  # tells the previous node that we have it all
-        self.source = None
+        self.close_source()  # tells the previous node that we have it all
 
     def take(self, view):
         """One piece of the stream: keep it, pass it on, write it."""

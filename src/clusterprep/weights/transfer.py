@@ -75,8 +75,10 @@ class Transfer:
 
     @property
     def source_bytes(self) -> int:
-        """Bytes read from the staging cache: sent by the head, or read by nodes themselves."""
-        return self.head_sent + sum(r.read for r in self.receivers)
+        """Bytes read from the staging cache (sent by the head, or read by nodes themselves),
+        as far as the nodes have said: at least what the furthest node holds."""
+        return max([self.head_sent + sum(r.read for r in self.receivers)]
+                   + [r.position for r in self.receivers])
 
     async def run(self) -> None:
         try:
@@ -194,7 +196,7 @@ class Transfer:
             pair = ((receiver, receiver.downstream) if event.get("side") == "downstream"
                     else (receiver.upstream, receiver))
             why = event.get("error") or "the connection ended"
-            asyncio.get_running_loop().call_later(GRACE, self._recheck, *pair, why)
+            self._recheck_later(*pair, why, time.monotonic())
         elif kind == "ended" and not receiver.cut:
             failure = receiver.failure()
             if failure is not None:
@@ -213,12 +215,21 @@ class Transfer:
             receiver.downstream = None
             self._feed(downstream)
 
-    def _recheck(self, upstream: Receiver | None, downstream: Receiver | None,
-                 why: str) -> None:
-        """A link broke and neither end has ended since: split the chain there."""
+    def _recheck_later(self, upstream: Receiver | None, downstream: Receiver | None,
+                       why: str, since: float) -> None:
+        asyncio.get_running_loop().call_later(GRACE, self._recheck, upstream, downstream, why,
+                                              since)
+
+    def _recheck(self, upstream: Receiver | None, downstream: Receiver | None, why: str,
+                 since: float) -> None:
+        """A link broke at `since`. Both ends still speak: split the chain there. One end
+        silent since: it is ending, or will be cut as hung; look again later."""
         if upstream is None or downstream is None or upstream.downstream is not downstream:
             return
         if upstream.cut or downstream.cut or not upstream.running or not downstream.running:
+            return
+        if min(upstream.heard, downstream.heard) <= since:
+            self._recheck_later(upstream, downstream, why, since)
             return
         upstream.send({"next": None})
         self._split(upstream, downstream, why)
