@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+from pathlib import PurePosixPath
 
 from clusterprep.inventory import Node
 from clusterprep.recipe import Recipe
 from clusterprep.steps.base import Outcome, Step, StepContext, run_logged
 
 STAMP_FILE = ".clusterprep-env.json"
+CREATING_SUFFIX = ".clusterprep-creating"  # beside the env while it is being made
 # Nothing may stop to ask a question: there is no terminal on the other end.
 _NON_INTERACTIVE = {
     "PIP_NO_INPUT": "1",
@@ -65,10 +67,21 @@ def install_script(recipe: Recipe) -> str:
     exports = {**_NON_INTERACTIVE, **recipe.exports}
     lines = ["set -e"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in exports.items()]
+    # A creation this step began and did not finish (the run was killed) leaves a marker
+    # beside the env: that half-made env is removed and made again. An env clusterprep did
+    # not start to make is never removed.
+    creating = shlex.quote(env.prefix + CREATING_SUFFIX)
     lines += [
+        f"if [ -e {creating} ]; then",
+        f"    echo {shlex.quote('+ rm -rf ' + env.prefix + '  # left half-made by a run that ended')}",
+        f"    rm -rf {prefix}",
+        "fi",
         f"if [ ! -x {prefix}/bin/python ]; then",
+        f"    mkdir -p {shlex.quote(str(PurePosixPath(env.prefix).parent))}",
+        f"    touch {creating}",
         f"    echo {shlex.quote('+ ' + create)}",
         f"    {create}",
+        f"    rm -f {creating}",
         "fi",
         f"cd {shlex.quote(workdir)}",
     ]
