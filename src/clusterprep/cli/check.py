@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from clusterprep.activation import activate_script
 from clusterprep.check.inspect import inspect
 from clusterprep.check.model import CheckReport
 from clusterprep.cli import common
@@ -48,5 +49,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     return common.over_fleet(
         args, inventory,
         lambda fleet: inspect(fleet, recipe.checks, python=args.python or recipe.env.python,
-                              shared=recipe.shared_dir, timeout=args.timeout),
+                              activate=activate_script(recipe.env), shared=recipe.shared_dir,
+                              timeout=args.timeout),
         show)
