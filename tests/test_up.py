@@ -7,11 +7,14 @@ an installer with Miniconda's command-line contract for repo.anaconda.com.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 import setupkit
+from clusterprep.recipe import builtin_names, load_recipe
+from clusterprep.steps.env import install_script
 
 
 def cluster_args(sim) -> list[str]:
@@ -200,9 +203,7 @@ def test_up_on_this_machine_alone_needs_no_ssh(cli, venv_setup, tmp_path):
 
 
 def test_ctrl_c_stops_up_at_once_and_keeps_what_was_done(make_cluster, tmp_path, venv_setup):
-    import json
     import signal
-    import subprocess
     import sys
     import time
 
@@ -304,3 +305,10 @@ def test_bare_pip_and_python_in_install_commands_act_on_the_env(make_cluster, cl
     for node in check.json()["nodes"]:
         assert {c["name"]: c["ok"] for c in node["checks"]} == {
             "pip": True, "hello-cp": True, **({"CUDA_HOME": True} if backend == "conda" else {})}
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_each_builtin_recipes_install_script_is_valid_bash(name):
+    script = install_script(load_recipe(name, "/shared/demo"))
+    parsed = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
+    assert parsed.returncode == 0, parsed.stderr
