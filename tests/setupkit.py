@@ -188,7 +188,9 @@ __conda_eval() {
 conda() {
     case "\${1-}" in
         activate|deactivate) __conda_eval "\$@" ;;
-        install|update|upgrade|remove|uninstall) __conda_exe "\$@" || return; __conda_eval reactivate ;;
+        install|update|upgrade|remove|uninstall)
+            __conda_exe "\$@" || return
+            __conda_eval reactivate ;;
         *) __conda_exe "\$@" ;;
     esac
 }

@@ -52,3 +52,10 @@ def bashrc_lines(env: EnvSpec, activate: bool) -> list[str]:
     if activate:
         return [f"if [ -f {_venv_activate(env)} ]; then {activate_lines(env)[0]}; fi"]
     return []
+
+
+def interpreter_script(python: str) -> str:
+    """For an interpreter that is not the recipe's env (`check --python PATH`): its folder
+    first on PATH, so that `python`, `pip` and the tools beside it are its own."""
+    folder = shlex.quote(python.rsplit("/", 1)[0] or "/")
+    return f'export PATH={folder}:"$PATH"\n'

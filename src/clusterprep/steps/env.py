@@ -1,10 +1,10 @@
 """Step `env`: the Python env created and the recipe's install commands run, once, on the head.
 
-The env lives in the shared folder. The install commands run in one `bash -e` script, after the
-env is activated as its own tooling does it (`activation.activate_lines`), from the repo folder
-(the shared folder when the recipe has no repo). After the install commands succeed, a stamp (a hash of
-the env spec, the pins and the install commands) is written into the env: a changed pin or
-command means the commands run again; an unchanged recipe means nothing runs. Output goes to
+The env lives in the shared folder. The install commands run in one `bash -e` script, after
+the env is activated as its own tooling does it (`activation.activate_lines`), from the repo
+folder (the shared folder when the recipe has no repo). After they succeed, a stamp (a hash of
+the env spec, its activation, the pins and the install commands) is written into the env: a
+changed pin or command means the commands run again; an unchanged recipe means nothing runs. Output goes to
 `{shared}/.clusterprep/logs/env.log`; on failure its last lines are shown with its path.
 """
 
