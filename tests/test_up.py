@@ -292,9 +292,10 @@ def test_bare_pip_and_python_in_install_commands_act_on_the_env(make_cluster, cl
     assert f"Successfully installed hello-cp-{setupkit.WHEEL_VERSION}" in log
 
     for node in sim.nodes:  # plain non-interactive ssh, as launchers run it
-        shell = sim.ssh(node.name, "python -c 'import hello_cp, sys; print(sys.prefix)'")
+        shell = sim.ssh(node.name, "python -c 'import hello_cp, sys; print(sys.prefix)'; "
+                                   "echo ${CUDA_HOME:-unset}")
         assert shell.returncode == 0, shell.stderr
-        assert shell.stdout.strip() == prefix
+        assert shell.stdout.split() == [prefix, prefix if backend == "conda" else "unset"]
     assert sim.ssh("node01", system_pip).stdout == before.stdout
     assert sim.ssh("node01", "/usr/bin/python3 -c 'import hello_cp'").returncode != 0
     if backend == "conda":
