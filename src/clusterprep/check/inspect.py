@@ -18,10 +18,13 @@ async def inspect(
     checks: list[CheckSpec],
     *,
     python: str = "python3",
+    activate: str | None = None,
     shared: str | None = None,
     timeout: float | None = None,
 ) -> CheckReport:
-    """Check and fingerprint every node with `python` (the env's interpreter on each node).
+    """Check and fingerprint every node with `python` (the env's interpreter on each node);
+    command checks run where the shell script `activate` (`activation.activate_script`) left
+    the env active.
 
     The probe prints the node's clock first; the head notes when that line arrives. The node's
     reading lies between the probe's start and that arrival (head time), so the offset is known
@@ -35,7 +38,8 @@ async def inspect(
             arrivals.setdefault(node, time.time())
 
     sent = time.time()
-    payload = {"shared": shared, "checks": [spec.as_payload() for spec in checks]}
+    payload = {"shared": shared, "activate": activate,
+               "checks": [spec.as_payload() for spec in checks]}
     results, interrupted = await fleet.probe(
         "fingerprint", payload, python=python, isolated=False, timeout=timeout,
         on_output=first_output)

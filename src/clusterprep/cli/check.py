@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from clusterprep.activation import activate_script, interpreter_script
 from clusterprep.check.inspect import inspect
 from clusterprep.check.model import CheckReport
 from clusterprep.cli import common
@@ -24,7 +25,8 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
                     "round trip each. Exit 0 only when every check passes everywhere and no "
                     "difference between nodes is critical.")
     check.add_argument("--python", metavar="PATH", default=None,
-                       help="the interpreter to check on each node (default: the env's)")
+                       help="the interpreter to check on each node, its folder first on "
+                            "PATH for the command checks (default: the env's, activated)")
     check.add_argument("--html", metavar="FILE", default=None,
                        help="also write a self-contained HTML report to FILE")
     check.set_defaults(handler=cmd_check)
@@ -34,6 +36,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from clusterprep.render import check_console, html
     recipe = load_recipe(args.recipe, args.shared_dir)
     inventory = common.inventory(args)
+    activate = (activate_script(recipe.env) if args.python is None
+                else interpreter_script(args.python))
 
     def show(report: CheckReport) -> None:
         if args.html:
@@ -48,5 +52,5 @@ def cmd_check(args: argparse.Namespace) -> int:
     return common.over_fleet(
         args, inventory,
         lambda fleet: inspect(fleet, recipe.checks, python=args.python or recipe.env.python,
-                              shared=recipe.shared_dir, timeout=args.timeout),
+                              activate=activate, shared=recipe.shared_dir, timeout=args.timeout),
         show)

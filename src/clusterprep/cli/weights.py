@@ -9,6 +9,7 @@ from typing import Any
 
 from clusterprep.cli import common
 from clusterprep.errors import ClusterprepError, UsageError
+from clusterprep.lock import local_lock
 from clusterprep.recipe import load_recipe
 from clusterprep.render import jsonout
 from clusterprep.weights.manifest import build as build_manifest
@@ -17,8 +18,10 @@ from clusterprep.weights.spec import RepoRef, WeightsSpec, parse_repo_option
 from clusterprep.weights.stage import FAILED as STAGE_FAILED
 from clusterprep.weights.stage import local_hub_cache, stage
 from clusterprep.weights.sync import sync
-from clusterprep.weights.transfer import STALL
 from clusterprep.weights.verify import verify as verify_weights
+
+
+LOCK_FILE = ".clusterprep-lock"  # in the staging cache: one `weights stage` at a time
 
 
 def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
@@ -34,7 +37,7 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
         "weights", help="stage pretrained weights once, sync them to every node, verify them")
     actions = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
     stage_parser = actions.add_parser(
-        "stage", parents=[weights_options], help="fill the staging cache on the head",
+        "stage", parents=[weights_options, common.lock_options()], help="fill the staging cache on the head",
         description="Download what is missing into the staging cache with huggingface_hub "
                     "(it reads HF_TOKEN), or take it from a local hub cache. Skips repos "
                     "already staged whole.")
@@ -45,13 +48,13 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
                               help="print one JSON object on stdout")
     stage_parser.set_defaults(handler=cmd_weights_stage)
     sync_parser = actions.add_parser(
-        "sync", parents=[options, weights_options],
+        "sync", parents=[options, weights_options, common.lock_options()],
         help="make every node's Hugging Face cache hold the staged repos",
         description="Send each node only what its cache lacks, through a pipelined chain of "
                     "nodes. The first node reads the staging cache itself when it sees it "
                     "(the same folder: proved by a token), else this machine sends the bytes. "
-                    "A node that fails, freezes or cannot be reached is cut out and the chain "
-                    "re-forms around it. Files get their final name only once their sha256 is "
+                    "A node that fails, cannot be reached or says nothing for --hung-after "
+                    "seconds is cut out and the chain re-forms around it. Files get their final name only once their sha256 is "
                     "right. A file already on a node is trusted when it is unchanged since "
                     "clusterprep wrote and hashed it (size, mtime, ctime, inode), else hashed.")
     sync_parser.add_argument("--star", action="store_true",
@@ -68,10 +71,6 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
                                   "what a failing disk changed)")
     sync_parser.add_argument("--bwlimit", type=common.positive_float, metavar="MB/S",
                              help="most megabytes per second each chain reads from the staging")
-    sync_parser.add_argument("--stall-timeout", type=common.positive_float, default=STALL,
-                             metavar="S",
-                             help="seconds a node's receiver may stay silent (it reports twice "
-                                  f"a second) before it is cut out as hung (default {STALL:g})")
     sync_parser.set_defaults(handler=cmd_weights_sync)
     verify = actions.add_parser(
         "verify", parents=[options, weights_options],
@@ -109,8 +108,9 @@ def cmd_weights_stage(args: argparse.Namespace) -> int:
     source = None
     if args.from_cache is not None:
         source = Path(args.from_cache).expanduser() if args.from_cache else local_hub_cache()
-    results = stage(spec.staging, spec.repos, from_cache=source,
-                    on_file=weights_render.StageProgress(enabled=not args.json))
+    with local_lock(spec.staging / LOCK_FILE, args.lock_wait):
+        results = stage(spec.staging, spec.repos, from_cache=source,
+                        on_file=weights_render.StageProgress(enabled=not args.json))
     if args.json:
         jsonout.emit(weights_render.stage_document(results, str(spec.staging)))
     else:
@@ -141,9 +141,9 @@ def cmd_weights_sync(args: argparse.Namespace) -> int:
         args, inventory,
         lambda fleet: _with_bytes_progress(args, lambda progress: sync(
             fleet, manifest, listener=progress, chains=args.chains, star=args.star,
-            from_head=args.from_head, full=args.full, bwlimit=bwlimit,
-            stall=args.stall_timeout, timeout=args.timeout)),
-        common.shown(args, weights_render.sync_document, weights_render.sync_summary))
+            from_head=args.from_head, full=args.full, bwlimit=bwlimit, timeout=args.timeout)),
+        common.shown(args, weights_render.sync_document, weights_render.sync_summary),
+        locked=True)
 
 
 def cmd_weights_verify(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """Probe: everything about a node that changes what training code runs or how nodes talk.
 
 Runs on the node under the env's Python (stdlib only, Python 3.8+). Input on stdin (JSON):
-    {"shared": "/abs/shared/dir" | null, "checks": [{"name", "command" | "import", "expect"}]}
+    {"shared": "/abs/shared/dir" | null, "activate": "shell lines that activate the env" | null,
+     "checks": [{"name", "command" | "import", "expect"}]}
 Output: a first line {"clock": <node time>} printed at once (the head times its arrival to
 measure the clock offset), then one JSON object with the fingerprint and the check results.
 """
@@ -332,9 +333,40 @@ def read_answers(results, output, limits):
     return answers, tail, False
 
 
-def check(spec, answers):
-    """One install check, inside this env: a command (PATH starts with the env's bin) or an
-    import, with its version or `value` (its answer from `answers_in_forks`)."""
+ACTIVE = "clusterprep: the env is active"
+_activated = {}  # activation script -> its answer, asked once per probe
+
+
+def activated_environment(script):
+    """(the environment a shell has once `script`, the env's activation, has run; None), or
+    (None, why it failed). `env -0` prints it after a marker, so nothing the activation
+    prints itself can be taken for it."""
+    if script not in _activated:
+        _activated[script] = ask_activated_environment(script)
+    return _activated[script]
+
+
+def ask_activated_environment(script):
+    listing = "\nprintf '\\0%s\\0' '" + ACTIVE + "'\nenv -0\n"
+    try:
+        done = subprocess.run(["bash", "-c", script + listing], capture_output=True,
+                              stdin=subprocess.DEVNULL, timeout=COMMAND_LIMIT)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, "activating the env failed: %s" % e
+    marker = b"\0" + ACTIVE.encode() + b"\0"
+    if done.returncode != 0 or marker not in done.stdout:
+        said = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
+        return None, "activating the env failed (exit %d): %s" % (
+            done.returncode, said[-1][:200] if said else "no output")
+    entries = done.stdout.rsplit(marker, 1)[1].split(b"\0")
+    return dict(entry.decode(errors="surrogateescape").split("=", 1)
+                for entry in entries if b"=" in entry), None
+
+
+def check(spec, answers, activate=None):
+    """One install check, inside this env: a command, run by bash in the environment the env's
+    `activate` script leaves (the one `up` ran the install commands in), or an import, with
+    its version or `value` (its answer from `answers_in_forks`)."""
     result = {"name": spec["name"], "expected": spec.get("expect")}
     if "import" in spec:
         answer = answers[(spec["import"], spec.get("value"))]
@@ -343,11 +375,14 @@ def check(spec, answers):
             return result
         value = answer["value"]
     else:
-        env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep
-                   + os.environ.get("PATH", ""))
+        env, failure = activated_environment(activate) if activate else (None, None)
+        if failure:
+            result.update(ok=False, value=None, message=failure)
+            return result
         try:
-            done = subprocess.run(spec["command"], shell=True, capture_output=True, text=True,
-                                  timeout=spec.get("timeout", COMMAND_LIMIT), env=env)
+            done = subprocess.run(["bash", "-c", spec["command"]], capture_output=True, text=True,
+                                  timeout=spec.get("timeout", COMMAND_LIMIT), env=env,
+                                  stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as e:
             result.update(ok=False, value=None, message="timed out after %g s" % e.timeout)
             return result
@@ -400,7 +435,7 @@ def main():
         "limits": {"open_files": nofile[0], "shm_bytes": shm},
         "disk": {"hf_cache": hf_cache(), "hf_cache_free": free_bytes(hf_cache()),
                  "shared_free": free_bytes(payload["shared"]) if payload.get("shared") else None},
-        "checks": [check(spec, answers) for spec in checks],
+        "checks": [check(spec, answers, payload.get("activate")) for spec in checks],
     }))
 
 

@@ -21,7 +21,7 @@ that say nothing cannot hold it.
 
 Faults: positions count bytes from the start of the stream. A node whose upstream ends waits
 for the head to give it another one; a new upstream (the node before a failed one) is told our
-position and resends from there out of its ring (the last RING bytes it passed on). A node
+position and resends from there out of its ring (the last bytes it passed on). A node
 whose downstream fails waits for the head's word before reading on, so that its ring still
 covers the gap. A disk that fails (full) costs this node its own files, never the nodes after
 it: the bytes are still passed on. The head closing stdin before the end stops everything;
@@ -43,8 +43,6 @@ import time
 from _hubcache import emit, load_stamps, partial_name, save_stamps, stamp_of, PARTIAL  # inlined by probes.load
 
 CHUNK = 1 << 20
-RING = 64 << 20            # bytes kept to resend to a new next node: more than the kernel's
-                           # socket buffers hold between two nodes and the one between them
 WRITE_AHEAD = 32           # chunks queued for the writer before the stream waits for the disk
 HEARTBEAT = 0.5            # seconds between progress lines, busy or not
 REPORT_EVERY = 8 << 20     # and a progress line every this many bytes (the head's send window)
@@ -257,18 +255,33 @@ class Downstream:
             pass
 
 
+def ring_size():
+    """Bytes to keep for a new next node: more than the kernel can hold in flight between us
+    and the node after a failed one (our send buffer, its receive buffer, its chunk, its send
+    buffer), at the largest sizes TCP may grow them to here."""
+    limits = []
+    for name in ("tcp_rmem", "tcp_wmem"):
+        try:
+            with open("/proc/sys/net/ipv4/" + name) as f:
+                limits.append(int(f.read().split()[2]))
+        except (OSError, ValueError, IndexError):
+            limits.append(32 << 20)
+    return max(64 << 20, limits[0] + 2 * limits[1] + 8 * CHUNK)
+
+
 class Ring:
-    """The last RING bytes passed on, by stream position (chunks are never changed once read,
-    so keeping them costs no copy)."""
+    """The last bytes passed on (`ring_size`), by stream position (chunks are never changed
+    once read, so keeping them costs no copy)."""
 
     def __init__(self):
         self.chunks = collections.deque()
         self.start = self.end = 0
+        self.size = ring_size()
 
     def add(self, view):
         self.chunks.append(view)
         self.end += len(view)
-        while self.end - self.start - len(self.chunks[0]) >= RING:
+        while self.end - self.start - len(self.chunks[0]) >= self.size:
             self.start += len(self.chunks.popleft())
 
     def since(self, offset):

@@ -51,6 +51,16 @@ def node_problem(console: Console, node: str, problem: str) -> None:
     console.print(f"[red]{escape(node)}[/]: " + escape(problem), soft_wrap=True)
 
 
+def node_problems(console: Console, problems: list[tuple[str, str]]) -> None:
+    """(node, problem) lines under a table, nodes with the same problem folded into one line
+    (`node[01-64]: ...`), in the order each problem first appears."""
+    nodes_by_problem: dict[str, list[str]] = {}
+    for node, problem in problems:
+        nodes_by_problem.setdefault(problem, []).append(node)
+    for problem, nodes in nodes_by_problem.items():
+        node_problem(console, fold(nodes), problem)
+
+
 def nodes_table(result: Survey) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -74,10 +84,8 @@ def nodes_table(result: Survey) -> None:
             gpus,
         )
     console.print(table)
-    failures = [r for r in reports if r.error is not None]
-    for r in failures:
-        assert r.error is not None
-        node_problem(console, r.node, f"{r.error.kind}: {r.error.message}")
+    node_problems(console, [(r.node, f"{r.error.kind}: {r.error.message}")
+                            for r in reports if r.error is not None])
     if result.interrupted:
         console.print("[yellow]interrupted: nodes not yet answered are shown as unreachable[/]")
 

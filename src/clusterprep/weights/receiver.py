@@ -13,7 +13,7 @@ from typing import Any
 from clusterprep import probes
 from clusterprep.fleet import NodeError
 from clusterprep.fleet.fleet import PROBE_FAILED
-from clusterprep.fleet.transport import DISCONNECTED, INTERRUPTED, CommandResult, Transport
+from clusterprep.fleet.transport import INTERRUPTED, CommandResult, Transport
 from clusterprep.inventory import Node
 from clusterprep.weights.manifest import Entry
 
@@ -162,9 +162,6 @@ class Receiver:
         except asyncio.CancelledError:  # stopped before its command started
             self.result = CommandResult(self.name, None, error=NodeError(
                 INTERRUPTED, "stopped before the transfer finished"))
-        except Exception as e:  # a transport error the fleet does not classify: still an end
-            self.result = CommandResult(self.name, None, error=NodeError(
-                DISCONNECTED, f"connection lost while the receiver ran: {e!r}"))
         finally:
             self.inbox.abandon()
             self.events.put_nowait((self, {"event": "ended"}))

@@ -24,7 +24,7 @@ from clusterprep.fleet import Fleet
 from clusterprep.weights.manifest import Manifest
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.receiver import NodeSync, Target
-from clusterprep.weights.transfer import STALL, Transfer
+from clusterprep.weights.transfer import Transfer
 from clusterprep.weights.verify import NodeCache, check_caches
 
 CHAIN, CHAINS, STAR = "chain", "chains", "star"
@@ -60,7 +60,6 @@ async def sync(
     from_head: bool = False,
     full: bool = False,
     bwlimit: float | None = None,
-    stall: float = STALL,
     timeout: float | None = None,
 ) -> SyncReport:
     """Make every node's hub cache hold the manifest's files and links; send only what differs.
@@ -68,8 +67,8 @@ async def sync(
     `chains`: how many chains share the nodes (`star`: one per node). `from_head`: the head
     sends the stream even to nodes that see the staging. `full`: hash every file already on the
     nodes (else a file is trusted when its stat matches clusterprep's stamp of it). `bwlimit`:
-    most bytes/s each chain reads from the staging. `stall`: seconds of silence after which a
-    receiver counts as frozen and is cut out.
+    most bytes/s each chain reads from the staging. A receiver silent for the fleet's
+    `hung_after` seconds (it reports twice a second) is cut out as hung.
     """
     started = time.monotonic()
     listener = listener or NodeBytesListener()
@@ -84,7 +83,7 @@ async def sync(
         count = sum(t.wants_files for t in targets) if star else chains
         transfer = Transfer(fleet, manifest, targets, listener, secret=secrets.token_hex(32),
                             chains=count, staging_readers=set(report.staging_readers),
-                            bwlimit=bwlimit, stall=stall)
+                            bwlimit=bwlimit, stall=fleet.options.hung_after)
         try:
             await transfer.run()
         except asyncio.CancelledError:

@@ -4,7 +4,7 @@ nodes that fail, freeze or cannot be reached.
 A chain is a line of nodes: its first node reads the stream from the source (the staging cache
 itself, when the head proved that node sees it, else frames the head sends on its SSH
 connection), and every node passes each byte on to the next as it arrives. When a node fails
-(its receiver ends, reports an error, or says nothing for `stall` seconds), it is cut out: the
+(its receiver ends, reports an error, or says nothing for `stall` seconds: `--hung-after`), it is cut out: the
 node before it passes the stream on to the node after it, from wherever that node had got
 (its ring still holds those bytes), or, where no node before it can, the node after it reads
 from the source itself. When one node cannot reach the next, the chain splits there in the same
@@ -20,13 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 from clusterprep.fleet import Fleet, NodeError
-from clusterprep.fleet.transport import NodeUnreachable
+from clusterprep.fleet.transport import HUNG, NodeUnreachable
 from clusterprep.weights.manifest import Entry, Manifest
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.receiver import TRANSFER_FAILED, Event, Receiver, Target
 
-HUNG = "hung"
-STALL = 10.0        # seconds of silence from a receiver (it reports twice a second) = frozen
 GRACE = 2.0         # seconds to let a broken link's cause show (a node's end) before splitting
 CHUNK = 1 << 20     # bytes per frame the head sends
 WINDOW = 32 << 20   # bytes the head sends beyond what a receiver has said it holds
