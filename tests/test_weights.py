@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+import faultkit
 import hubcache
+from clusterprep import probes
 from clusterprep.fleet import Fleet, SshOptions
 from clusterprep.inventory import parse_nodes_file
 from clusterprep.weights.manifest import build as build_manifest
@@ -27,7 +29,6 @@ from clusterprep.weights.spec import parse_repo_option
 from clusterprep.weights.verify import verify
 from hubserver import COMMIT as HUB_COMMIT
 from hubserver import Hub
-from conftest import SRC
 
 DEFAULT_CACHE = Path(".cache/huggingface/hub")
 REPO_OPTIONS = ["--repo", "org/alpha", "--repo", "org/alpha@v1", "--repo", "org/beta"]
@@ -232,42 +233,65 @@ def test_verify_full_tells_how_far_each_nodes_hashing_has_got(cli, nodes, stagin
     assert seen.done == set(names)
 
 
-def start_slow_sync(nodes, staging: Path, home: Path, *extra: str, writing=None, **popen):
-    """`weights sync` at 3 MB/s (11.5 MB: about 4 s, time enough to interrupt it), returned
-    once some node (or the node `writing`) is writing a file; with every node's cache folder."""
-    argv = [sys.executable, "-m", "clusterprep", "weights", "sync", "-n", str(nodes.nodes_file),
-            "-F", str(nodes.ssh_config), "--staging", str(staging), *REPO_OPTIONS,
-            "--bwlimit", "3", *extra]
-    env = dict(os.environ, PYTHONPATH=str(SRC), HOME=str(home))
-    sync = subprocess.Popen(argv, env=env, **popen)
-    caches = [node.home / DEFAULT_CACHE for node in nodes.nodes]
-    watched = [writing.home / DEFAULT_CACHE] if writing else caches
-    deadline = time.monotonic() + 30
-    while not any(p.name.endswith(".clusterprep-partial") and p.stat().st_size > 0
-                  for cache in watched if cache.exists() for p in cache.rglob("*")):
-        assert time.monotonic() < deadline, "the sync never started writing"
-        assert sync.poll() is None, "the sync ended before it wrote anything"
-        time.sleep(0.02)
-    return sync, caches
+@pytest.fixture
+def slow_sync(cli, nodes, staging):
+    """Starts `weights sync --json` at 3 MB/s (11.5 MB: about 4 s, time enough to interrupt
+    it) and returns it (as `cli.start` gives it) once some node, or the node `writing`, writes
+    a file. Whatever the test does, the sync is over when the test is."""
+    started = []
+
+    def start(*extra: str, writing=None):
+        sync = cli.start("weights", "sync", "-n", str(nodes.nodes_file), "-F",
+                         str(nodes.ssh_config), "--staging", str(staging), *REPO_OPTIONS,
+                         "--bwlimit", "3", "--json", *extra)
+        started.append(sync)
+        watched = [node.home / DEFAULT_CACHE for node in ([writing] if writing else nodes.nodes)]
+        deadline = time.monotonic() + 30
+        while not any(p.name.endswith(".clusterprep-partial") and p.stat().st_size > 0
+                      for cache in watched if cache.exists() for p in cache.rglob("*")):
+            assert time.monotonic() < deadline, "the sync never started writing"
+            assert sync.poll() is None, "the sync ended before it wrote anything"
+            time.sleep(0.02)
+        return sync
+
+    yield start
+    for sync in started:
+        if sync.poll() is None:
+            sync.kill()
+        sync.communicate()
+
+
+def eventually(check, seconds: float = 15) -> None:
+    """`check()` holds within `seconds` (a node cleaning up after its head has gone)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def test_a_sync_killed_half_way_leaves_no_partial_file_under_a_final_name(cli, nodes, staging,
-                                                                           tmp_path):
-    sync, caches = start_slow_sync(nodes, staging, tmp_path, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+                                                                           slow_sync):
+    sync = slow_sync()
     time.sleep(0.5)
     sync.send_signal(signal.SIGKILL)
-    sync.wait()
-    time.sleep(0.5)  # the receivers see their input end, and clean up
-
+    sync.communicate()
+    caches = [node.home / DEFAULT_CACHE for node in nodes.nodes]
     expected = staged_tree(staging)
-    some_missing = False
-    for cache in caches:
-        for path, what in tree(cache).items():
-            assert not path.endswith(".clusterprep-partial"), path
-            assert expected[path] == what, f"{path} is under its final name but not whole"
-        some_missing |= tree(cache) != expected
-    assert some_missing, "the sync finished before it was killed: nothing was tested"
+
+    def cleaned_up() -> None:  # the receivers see their head go, and remove what they began
+        for cache in caches:
+            for path, what in tree(cache).items():
+                assert not path.endswith(".clusterprep-partial"), path
+                assert expected[path] == what, f"{path} is under its final name but not whole"
+
+    eventually(cleaned_up)
+    assert any(tree(cache) != expected for cache in caches), \
+        "the sync finished before it was killed: nothing was tested"
 
     assert weights(cli, nodes, "sync", staging).exit_code == 0
     assert weights(cli, nodes, "verify", staging, "--full").exit_code == 0
@@ -347,19 +371,18 @@ def test_sync_names_a_repo_that_is_not_staged(cli, nodes, staging):
 
 
 def test_ctrl_c_during_a_sync_reports_what_was_done_and_leaves_no_partial_file(
-        cli, nodes, staging, tmp_path):
-    sync, caches = start_slow_sync(nodes, staging, tmp_path, "--json", stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+        cli, nodes, staging, slow_sync):
+    sync = slow_sync()
     time.sleep(1)  # nodes report twice a second: the head has heard of some bytes by now
     sync.send_signal(signal.SIGINT)
-    out, err = sync.communicate(timeout=30)
-    assert sync.returncode == 130, err
-    document = json.loads(out)
+    interrupted = cli.finish(sync, timeout=30)
+    assert interrupted.exit_code == 130, interrupted.stderr
+    document = interrupted.json()
     assert document["interrupted"] is True and document["ok"] is False
-    assert 0 < document["sent_bytes"] < document["planned_bytes"]
+    assert 0 < document["sent_bytes"] < document["planned_bytes"]  # what was sent, not planned
     time.sleep(0.5)
     expected = staged_tree(staging)
-    for cache in caches:
+    for cache in (node.home / DEFAULT_CACHE for node in nodes.nodes):
         for path, what in tree(cache).items():
             assert expected.get(path) == what or path.endswith(".clusterprep-partial"), path
     assert weights(cli, nodes, "sync", staging).exit_code == 0
@@ -401,17 +424,13 @@ def test_an_unreachable_hub_fails_the_repo_with_a_clear_message(cli, tmp_path):
 
 # -- faults: real kills, a frozen node, a full disk -------------------------------------------
 
-def pids_in(node, *pgrep: str) -> list[int]:
-    """Host-side ids of the processes in the node's own PID namespace (matching `pgrep`)."""
-    found = subprocess.run(["pgrep", "--ns", str(node.pid), "--nslist", "pid", *pgrep],
-                           capture_output=True, text=True)
-    return [int(pid) for pid in found.stdout.split()]
-
-
 def receiver_pid(node) -> int:
-    pids = pids_in(node, "-f", "sys.stdin.buffer.read")
-    assert len(pids) == 1, f"{node.name} runs {len(pids)} probes"
-    return pids[0]
+    """Host-side id of the node's weights receiver (its command reads that probe's length)."""
+    reads = b"read(%d)" % len(probes.load("hfreceive").encode())
+    found = [pid for pid in faultkit.node_processes(node)
+             if reads in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(found) == 1, f"{node.name} runs {len(found)} receivers"
+    return found[0]
 
 
 def node_tree(node) -> dict[str, tuple[str, str]]:
@@ -435,10 +454,10 @@ def assert_nothing_half_written_has_a_final_name(node, staging: Path) -> None:
             f"{node.name}: {path} is under its final name but not whole"
 
 
-def finish(sync: subprocess.Popen) -> dict:
-    out, err = sync.communicate(timeout=90)
-    assert "Traceback" not in err, err
-    return json.loads(out)
+def finish(cli, sync) -> dict:
+    result = cli.finish(sync, timeout=90)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.json()
 
 
 def hold_with_silent_clients(node, port: int, count: int) -> list[socket.socket]:
@@ -461,15 +480,14 @@ def listener_port(node) -> int:
 
 
 def test_a_receiver_killed_mid_chain_is_routed_around_and_the_others_finish(
-        nodes, staging, tmp_path, cli):
-    sync, _ = start_slow_sync(nodes, staging, tmp_path, "--json", writing=nodes.node("node02"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        nodes, staging, cli, slow_sync):
+    sync = slow_sync(writing=nodes.node("node02"))
     # node03's listener is held by clients that never authenticate, as a port scanner would:
     # node01 must still get through to it when node02 goes.
     idle = hold_with_silent_clients(nodes.node("node03"), listener_port(nodes.node("node03")), 8)
     os.kill(receiver_pid(nodes.node("node02")), signal.SIGKILL)
 
-    report = finish(sync)
+    report = finish(cli, sync)
     for client in idle:
         client.close()
 
@@ -490,16 +508,13 @@ def test_a_receiver_killed_mid_chain_is_routed_around_and_the_others_finish(
 
 
 def test_the_first_nodes_ssh_session_killed_the_head_feeds_the_next_node_from_where_it_was(
-        nodes, staging, tmp_path, cli):
+        nodes, staging, cli, slow_sync):
     # --from-head: the head itself sends the stream, to node01 first.
-    sync, _ = start_slow_sync(nodes, staging, tmp_path, "--json", "--from-head",
-                              writing=nodes.node("node02"), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    sync = slow_sync("--from-head", writing=nodes.node("node02"))
     head = nodes.node("node01")
-    for pid in set(pids_in(head, "-x", "sshd")) - {head.pid}:  # the session's, not the listener
-        os.kill(pid, signal.SIGKILL)
+    assert faultkit.kill_sessions(head) >= 1
 
-    report = finish(sync)
+    report = finish(cli, sync)
 
     by_node = {n["node"]: n for n in report["nodes"]}
     assert by_node["node01"]["error"]["kind"] == "disconnected", by_node["node01"]
@@ -508,25 +523,16 @@ def test_the_first_nodes_ssh_session_killed_the_head_feeds_the_next_node_from_wh
         assert tree(nodes.node(name).home / DEFAULT_CACHE) == staged_tree(staging), name
     assert any(r.startswith("node01 cut out (disconnected): node02 gets the stream from the "
                             "head") for r in report["reforms"]), report["reforms"]
-    time.sleep(0.5)  # node01's receiver sees its session end, and cleans up
-    assert_nothing_half_written_has_a_final_name(head, staging)
+    eventually(lambda: assert_nothing_half_written_has_a_final_name(head, staging))
     assert weights(cli, nodes, "sync", staging).exit_code == 0
     assert weights(cli, nodes, "verify", staging, "--full").exit_code == 0
 
 
 def test_a_frozen_node_is_cut_out_as_hung_and_the_chain_goes_on_without_it(
-        nodes, staging, tmp_path, cli):
-    sync, _ = start_slow_sync(nodes, staging, tmp_path, "--json", "--hung-after", "3",
-                              writing=nodes.node("node03"), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    frozen = pids_in(nodes.node("node03"))  # every process of the node, its sshd included
-    try:
-        for pid in frozen:
-            os.kill(pid, signal.SIGSTOP)
-        report = finish(sync)
-    finally:
-        for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
+        nodes, staging, cli, slow_sync):
+    sync = slow_sync("--hung-after", "3", writing=nodes.node("node03"))
+    with faultkit.frozen(nodes.node("node03")):  # every process of the node, its sshd included
+        report = finish(cli, sync)
 
     by_node = {n["node"]: n for n in report["nodes"]}
     assert by_node["node03"]["error"]["kind"] == "hung", by_node["node03"]
@@ -535,8 +541,9 @@ def test_a_frozen_node_is_cut_out_as_hung_and_the_chain_goes_on_without_it(
         assert by_node[name]["ok"], (name, report)
         assert tree(nodes.node(name).home / DEFAULT_CACHE) == staged_tree(staging), name
     assert any("node02 passes the stream on to node04" in r for r in report["reforms"])
-    time.sleep(1)  # thawed, node03's receiver finds its session gone, and cleans up
-    assert_nothing_half_written_has_a_final_name(nodes.node("node03"), staging)
+    # Thawed, node03's receiver finds its session gone, and cleans up.
+    eventually(lambda: assert_nothing_half_written_has_a_final_name(nodes.node("node03"),
+                                                                     staging))
     assert weights(cli, nodes, "sync", staging).exit_code == 0
     assert weights(cli, nodes, "verify", staging, "--full").exit_code == 0
 
@@ -564,7 +571,7 @@ def test_a_full_disk_mid_chain_names_its_files_and_space_and_costs_no_other_node
     assert 0 < blob["unwritten_bytes"] <= 4 * hubcache.MB + 7
     assert "No space left on device" in blob["reason"]
     for name in ("node01", "node03", "node04"):
-        assert by_node[name]["ok"], (name, report)
+        assert by_node[name]["ok"], by_node[name]
         assert tree(nodes.node(name).home / DEFAULT_CACHE) == staged_tree(staging), name
     assert "disk full: /root/.cache/huggingface/hub had" in human.stdout
     assert "make room in the caches of node02" in human.stderr

@@ -149,6 +149,12 @@ class TcpSource:
         self.sock = sock
         sock.settimeout(POLL)
 
+    def interrupt(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def read(self, want):
         buf = bytearray(want)
         view = memoryview(buf)
@@ -488,7 +494,7 @@ class Receiver:
         while True:
             line = stdin.readline()
             if not line:
-                self.inbox.put(("eof",))
+                self.head_gone()
                 return
             message = json.loads(line)
             if "data" in message:
@@ -497,7 +503,7 @@ class Receiver:
                 while got < len(view):
                     n = stdin.readinto(view[got:])
                     if not n:
-                        self.inbox.put(("eof",))
+                        self.head_gone()
                         return
                     got += n
                 self.inbox.put(("frame", message["at"], view))
@@ -506,6 +512,13 @@ class Receiver:
             down = self.down
             if "next" in message and down is not None:
                 down.interrupt()  # after the message is queued: the main thread finds it
+
+    def head_gone(self):
+        """Stop at once: the main thread may be blocked on either connection."""
+        self.inbox.put(("eof",))
+        for connection in (self.source, self.down):
+            if isinstance(connection, (TcpSource, Downstream)):
+                connection.interrupt()
 
     def heartbeat(self):
         while not self.finished:

@@ -4,12 +4,12 @@ nodes that fail, freeze or cannot be reached.
 A chain is a line of nodes: its first node reads the stream from the source (the staging cache
 itself, when the head proved that node sees it, else frames the head sends on its SSH
 connection), and every node passes each byte on to the next as it arrives. When a node fails
-(its receiver ends, reports an error, or says nothing for `stall` seconds: `--hung-after`), it is cut out: the
-node before it passes the stream on to the node after it, from wherever that node had got
-(its ring still holds those bytes), or, where no node before it can, the node after it reads
-from the source itself. When one node cannot reach the next, the chain splits there in the same
-way. The head reacts to each receiver's events and its end, whatever its cause.
-"""
+(its receiver ends, reports an error, or says nothing for `stall` seconds: `--hung-after`), it
+is cut out: the node before it passes the stream on to the node after it, from wherever that
+node had got (its ring still holds those bytes), or, where no node before it can, the node
+after it reads from the source itself. When one node cannot reach the next, the chain splits
+there in the same way. The head reacts to each receiver's events and its end, whatever its
+cause."""
 
 from __future__ import annotations
 
