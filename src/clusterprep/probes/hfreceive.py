@@ -34,6 +34,7 @@ import hmac
 import json
 import os
 import queue
+import shutil
 import socket
 import struct
 import sys
@@ -451,14 +452,13 @@ def place_link(cache, path, target):
     return None
 
 
-def free_bytes(path):
-    while path and not os.path.exists(path):
-        path = os.path.dirname(path)
+def free_in(cache):
+    """Bytes free where the cache lives (made now, if it is new: the files go there next)."""
     try:
-        st = os.statvfs(path or "/")
+        os.makedirs(cache, exist_ok=True)
+        return shutil.disk_usage(cache).free
     except OSError:
         return None
-    return st.f_bavail * st.f_frsize
 
 
 # -- the conversation --------------------------------------------------------------------------
@@ -473,7 +473,6 @@ class Receiver:
         self.inbox = queue.Queue()
         self.pos = 0
         self.reported = 0
-        self.state = "starting"
         self.blocked = {"disk": 0.0, "send": 0.0, "recv": 0.0}
         self.source = None
         self.staging = None        # the StagingSource, once this node has read the staging
@@ -527,7 +526,7 @@ class Receiver:
 
     def report(self):
         self.reported = self.pos
-        if not emit({"event": "progress", "bytes": self.pos, "state": self.state,
+        if not emit({"event": "progress", "bytes": self.pos,
                      "read": self.staging.read_bytes if self.staging else 0}):
             self.inbox.put(("eof",))
 
@@ -547,12 +546,11 @@ class Receiver:
                 emit({"event": "listening", "port": None, "error": str(e)})
         threading.Thread(target=self.read_control, daemon=True).start()
         threading.Thread(target=self.heartbeat, daemon=True).start()
-        result = {"event": "done", "error": None, "free_at_start": free_bytes(self.cache)}
+        result = {"event": "done", "error": None, "free_at_start": free_in(self.cache)}
         remove_partials(self.cache, request["repos"])
         writer = self.writer = Writer(self.cache, self.stream, request["want"])
         try:
             self.move_stream()
-            self.state = "finishing"
             writer.finish()
             self.finish_downstream()
             failed = [{"path": path, "reason": why, "unwritten": 0}
@@ -589,7 +587,6 @@ class Receiver:
             self.handle_pending()
             if self.source is None or self.source is STDIN:
                 continue
-            self.state = "recv"
             started = time.monotonic()
             if self.source is self.staging:
                 view = self.staging.read_at(self.pos, min(CHUNK, self.total - self.pos))
@@ -607,7 +604,6 @@ class Receiver:
         self.ring.add(view)
         self.pos += len(view)
         self.forward()
-        self.state = "disk"
         started = time.monotonic()
         self.writer.put(view)
         self.blocked["disk"] += time.monotonic() - started
@@ -621,7 +617,6 @@ class Receiver:
                 continue
             if self.down is None:
                 return
-            self.state = "send"
             started = time.monotonic()
             try:
                 self.down.send_upto(self.ring, self.pos)
@@ -640,7 +635,6 @@ class Receiver:
     def await_decision(self):
         deadline = time.monotonic() + DECISION_SECONDS
         while self.down_lost:
-            self.state = "waiting"
             if time.monotonic() > deadline:
                 self.down_lost = False  # no word from the head: carry on as the last node
                 return

@@ -137,8 +137,8 @@ class Receiver:
     def endpoint(self) -> list[Any] | None:
         return [self.address, self.port] if self.port is not None else None
 
-    def start(self, request: dict[str, Any]) -> None:
-        script = probes.load("hfreceive")
+    def start(self, script: str, request: dict[str, Any]) -> None:
+        """Run `script` (the receiver probe) on the node with its `request`."""
         self.inbox.put(script.encode() + _line(request))
         self.heard = time.monotonic()
         self.task = asyncio.ensure_future(self._run(probes.command(script)))

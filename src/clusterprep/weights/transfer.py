@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from clusterprep import probes
 from clusterprep.fleet import Fleet, NodeError
 from clusterprep.fleet.transport import HUNG, NodeUnreachable
 from clusterprep.weights.manifest import Entry, Manifest
@@ -104,6 +105,7 @@ class Transfer:
         self.listener.planned(
             {t.node.name: self.total if t.wants_files else 0 for t in self.targets}, self.total)
         loop = asyncio.get_running_loop()
+        script = probes.load("hfreceive")
         for target in self.targets:
             try:
                 transport = await self.fleet.transport(target.node)
@@ -113,7 +115,7 @@ class Transfer:
             host = transport.host_address or "127.0.0.1"
             address = await loop.run_in_executor(None, _address_of, host)
             receiver = Receiver(target, transport, address, self.events, self.listener.advanced)
-            receiver.start(self._request(receiver))
+            receiver.start(script, self._request(receiver))
             self.receivers.append(receiver)
 
     def _request(self, receiver: Receiver) -> dict[str, Any]:
