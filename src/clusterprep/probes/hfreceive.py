@@ -5,7 +5,8 @@ Stdlib only; runs on the node. stdin: one JSON line (the request: `cache`, `stre
 `[[path, size, sha256], ...]`, `want` (indices of the files this node writes), `links`,
 `repos`, `listen`, `bind`, `secret`, `staging`, `bwlimit`), then the head's messages for the
 whole transfer, one JSON line each:
-  {"next": [address, port] | null}   pass the stream on to that node's listener (or to nobody)
+  {"next": [address, port] | null, "link": ID}   pass the stream on to that node's listener
+      (or to nobody); ID names the link in both nodes' events
   {"source": "staging" | "stdin"}   read the stream from the staging cache (a shared folder
       this node sees), or from the head: frames `{"data": N, "at": OFFSET}` + N bytes on stdin.
       Without either, the stream comes from the previous node, which connects to our listener.
@@ -74,17 +75,19 @@ def recv_exact(sock, n):
     return data
 
 
-def connect_downstream(address, port, secret):
-    """Connect to the next node's listener, prove the secret; returns (socket, its position)."""
+def connect_downstream(address, port, secret, link):
+    """Connect to the next node's listener, prove the secret, name the link; returns (socket,
+    the position the next node needs the stream from)."""
     sock = socket.create_connection((address, port), timeout=CONNECT_SECONDS)
     try:
         nonce = recv_exact(sock, 32)
         sock.sendall(proof(secret, nonce))
         if recv_exact(sock, 2) != b"ok":
             raise OSError("the next node refused the transfer's secret")
+        sock.sendall(struct.pack(">Q", link))
         sock.settimeout(30)  # it tells its position once its main thread takes us on
         (offset,) = struct.unpack(">Q", recv_exact(sock, 8))
-    except (OSError, struct.error):
+    except OSError:
         sock.close()
         raise
     sock.settimeout(None)
@@ -126,7 +129,8 @@ class Acceptor:
                 conn.close()
                 return
             conn.sendall(b"ok")
-            self.inbox.put(("upstream", conn))
+            (link,) = struct.unpack(">Q", recv_exact(conn, 8))
+            self.inbox.put(("upstream", conn, link))
         except OSError:
             conn.close()
         finally:
@@ -146,8 +150,8 @@ class TcpSource:
     """The previous node's connection. `read` returns data, b"" (nothing yet: look at the
     head's messages), or None (the connection ended)."""
 
-    def __init__(self, sock):
-        self.sock = sock
+    def __init__(self, sock, link):
+        self.sock, self.link = sock, link
         sock.settimeout(POLL)
 
     def interrupt(self):
@@ -233,8 +237,8 @@ STDIN = "stdin"  # the head's frames arrive in the inbox, among its other messag
 class Downstream:
     """The next node: what it has been sent so far, by stream position."""
 
-    def __init__(self, sock, hop, sent):
-        self.sock, self.hop, self.sent = sock, hop, sent
+    def __init__(self, sock, link, sent):
+        self.sock, self.link, self.sent = sock, link, sent
         self.interrupted = False
 
     def send_upto(self, ring, pos):
@@ -482,7 +486,7 @@ class Receiver:
         self.ring = Ring()
         self.writer = None
         self.acceptor = None
-        self.passed_to = None      # the next node that confirmed it holds the whole stream
+        self.passed_to = None      # the link whose next node confirmed it holds the stream
         self.finished = False
 
     # threads
@@ -622,13 +626,12 @@ class Receiver:
                 self.down.send_upto(self.ring, self.pos)
                 return
             except OSError as e:
-                interrupted = self.down.interrupted
-                self.down.close()
-                self.down = None
-                self.down_lost = not interrupted
-                if not interrupted:
-                    emit({"event": "lost", "side": "downstream", "at": self.pos,
-                          "error": str(e)})
+                down, self.down = self.down, None
+                down.close()
+                self.down_lost = not down.interrupted
+                if self.down_lost:
+                    emit({"event": "lost", "side": "downstream", "link": down.link,
+                          "at": self.pos, "error": str(e)})
             finally:
                 self.blocked["send"] += time.monotonic() - started
 
@@ -657,10 +660,11 @@ class Receiver:
             down.close()
             self.down = None
             if error is None:
-                self.passed_to = down.hop
+                self.passed_to = down.link
                 return
             self.down_lost = True
-            emit({"event": "lost", "side": "downstream", "at": self.pos, "error": error})
+            emit({"event": "lost", "side": "downstream", "link": down.link, "at": self.pos,
+                  "error": error})
 
     def drain(self, down):
         """Wait for the next node to close its end: None, or why the connection failed."""
@@ -709,11 +713,11 @@ class Receiver:
                 self.take_frame(item[1], item[2])
             return
         if kind == "upstream":
-            self.adopt_upstream(item[1])
+            self.adopt_upstream(item[1], item[2])
             return
         message = item[1]
         if "next" in message:
-            self.link(message["next"])
+            self.link(message["next"], message.get("link"))
         if "source" in message:
             self.use_source(message["source"])
 
@@ -724,7 +728,7 @@ class Receiver:
             raise Failure("the head's stream skipped from byte %d to %d" % (self.pos, at))
         self.take(view[self.pos - at:])
 
-    def adopt_upstream(self, sock):
+    def adopt_upstream(self, sock, link):
         try:
             sock.sendall(struct.pack(">Q", self.pos))
         except OSError:
@@ -734,7 +738,7 @@ class Receiver:
             sock.close()  # it has nothing to send us: our closing says so
             return
         self.close_source()
-        self.source = TcpSource(sock)
+        self.source = TcpSource(sock, link)
 
     def use_source(self, name):
         self.close_source()
@@ -753,10 +757,11 @@ class Receiver:
         self.source = None
 
     def lose_upstream(self):
+        link = self.source.link
         self.close_source()
-        emit({"event": "lost", "side": "upstream", "at": self.pos})
+        emit({"event": "lost", "side": "upstream", "link": link, "at": self.pos})
 
-    def link(self, hop):
+    def link(self, hop, link):
         if self.down is not None:
             self.down.close()
             self.down = None
@@ -764,19 +769,19 @@ class Receiver:
         if not hop:
             return
         try:
-            sock, offset = connect_downstream(hop[0], hop[1], self.secret)
+            sock, offset = connect_downstream(hop[0], hop[1], self.secret, link)
         except OSError as e:
-            emit({"event": "linked", "ok": False, "to": hop,
+            emit({"event": "linked", "ok": False, "link": link,
                   "error": "cannot reach %s:%s: %s" % (hop[0], hop[1], e)})
             return
         if self.ring.since(offset) is None:
             sock.close()
-            emit({"event": "linked", "ok": False, "to": hop,
+            emit({"event": "linked", "ok": False, "link": link,
                   "error": "it needs the stream from byte %d, and this node keeps only bytes "
                            "%d to %d" % (offset, self.ring.start, self.ring.end)})
             return
-        self.down = Downstream(sock, hop, offset)
-        emit({"event": "linked", "ok": True, "to": hop, "at": offset})
+        self.down = Downstream(sock, link, offset)
+        emit({"event": "linked", "ok": True, "link": link, "at": offset})
 
 
 def main():

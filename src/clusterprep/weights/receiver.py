@@ -124,18 +124,18 @@ class Receiver:
         self.result: CommandResult | None = None
         self.task: asyncio.Task[None] | None = None
         self._partial = b""
-        # Where it sits in the chain: `upstream` None means it reads from the source.
+        # Where it sits in the chain: `upstream` None means it reads from the source. The
+        # links in and out of it are named by ids that come back in its events.
         self.upstream: Receiver | None = None
         self.downstream: Receiver | None = None
+        self.link_in: int | None = None
+        self.link_out: int | None = None
         self.cut = False
 
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
 
-    @property
-    def endpoint(self) -> list[Any] | None:
-        return [self.address, self.port] if self.port is not None else None
 
     def start(self, script: str, request: dict[str, Any]) -> None:
         """Run `script` (the receiver probe) on the node with its `request`."""

@@ -17,7 +17,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from clusterprep import probes
 from clusterprep.fleet import Fleet, NodeError
@@ -31,8 +31,11 @@ CHUNK = 1 << 20     # bytes per frame the head sends
 WINDOW = 32 << 20   # bytes the head sends beyond what a receiver has said it holds
 
 
-def plan(carriers: list[Receiver], count: int,
-         reads_staging: Callable[[Receiver], bool]) -> list[list[Receiver]]:
+Member = TypeVar("Member")
+
+
+def plan(carriers: list[Member], count: int,
+         reads_staging: Callable[[Member], bool]) -> list[list[Member]]:
     """`count` chains of consecutive nodes (inventory order), each led by its first node that
     reads the staging itself, where one does."""
     count = max(1, min(count, len(carriers)))
@@ -71,6 +74,7 @@ class Transfer:
         self.reforms: list[str] = []            # how they were re-formed, in order
         self.broken_links: list[str] = []       # node -> node: why
         self.head_sent = 0
+        self.links = 0                          # ids given to links so far
 
     @property
     def source_bytes(self) -> int:
@@ -189,14 +193,13 @@ class Transfer:
         elif kind == "need":
             self._start_pump(receiver, int(event["at"]))
         elif kind == "linked" and not event.get("ok"):
-            downstream = receiver.downstream
-            if downstream is not None and downstream.endpoint == event.get("to"):
-                self._split(receiver, downstream, event.get("error", "cannot connect"))
+            if receiver.downstream is not None and receiver.link_out == event.get("link"):
+                self._split(receiver, receiver.downstream, event.get("error", "cannot connect"))
         elif kind == "lost":
             pair = ((receiver, receiver.downstream) if event.get("side") == "downstream"
                     else (receiver.upstream, receiver))
             why = event.get("error") or "the connection ended"
-            self._recheck_later(*pair, why, time.monotonic())
+            self._recheck_later(*pair, event.get("link"), why, time.monotonic())
         elif kind == "ended" and not receiver.cut:
             failure = receiver.failure()
             if failure is not None:
@@ -211,25 +214,28 @@ class Transfer:
         if downstream is None or downstream.cut or not downstream.running:
             return
         assert receiver.done is not None
-        if receiver.done.get("passed_to") != downstream.endpoint:
+        if receiver.done.get("passed_to") != receiver.link_out:
             receiver.downstream = None
             self._feed(downstream)
 
     def _recheck_later(self, upstream: Receiver | None, downstream: Receiver | None,
-                       why: str, since: float) -> None:
-        asyncio.get_running_loop().call_later(GRACE, self._recheck, upstream, downstream, why,
-                                              since)
+                       link: int | None, why: str, since: float) -> None:
+        asyncio.get_running_loop().call_later(GRACE, self._recheck, upstream, downstream,
+                                              link, why, since)
 
-    def _recheck(self, upstream: Receiver | None, downstream: Receiver | None, why: str,
-                 since: float) -> None:
-        """A link broke at `since`. Both ends still speak: split the chain there. One end
-        silent since: it is ending, or will be cut as hung; look again later."""
+    def _recheck(self, upstream: Receiver | None, downstream: Receiver | None,
+                 link: int | None, why: str, since: float) -> None:
+        """Link `link` broke at `since`. Both ends still speak: split the chain there. One
+        end silent since: it is ending, or will be cut as hung; look again later. A link the
+        head has replaced since is no concern."""
         if upstream is None or downstream is None or upstream.downstream is not downstream:
+            return
+        if link is None or upstream.link_out != link or downstream.link_in != link:
             return
         if upstream.cut or downstream.cut or not upstream.running or not downstream.running:
             return
         if min(upstream.heard, downstream.heard) <= since:
-            self._recheck_later(upstream, downstream, why, since)
+            self._recheck_later(upstream, downstream, link, why, since)
             return
         upstream.send({"next": None})
         self._split(upstream, downstream, why)
@@ -247,39 +253,51 @@ class Transfer:
         pump = self.pumps.pop(failed, None)
         if pump is not None:
             pump.cancel()
-        upstream, downstream = failed.upstream, failed.downstream
-        failed.upstream = failed.downstream = None
+        closed = self._close_gap(failed)
+        if closed:
+            self.reforms.append(f"{failed.name} cut out ({error.kind}): {closed}")
+
+    def _close_gap(self, leaving: Receiver) -> str | None:
+        """Take a node out of its chain: the node before it passes the stream on to the node
+        after it, or that node reads from the source. Says what changed, if anything did."""
+        upstream, downstream = leaving.upstream, leaving.downstream
+        leaving.upstream = leaving.downstream = None
+        leaving.link_in = leaving.link_out = None
+        alive = upstream is not None and upstream.running
         if upstream is not None:
             upstream.downstream = None
-        if downstream is not None:
-            downstream.upstream = None
-            if upstream is not None and upstream.running:
-                self._link(upstream, downstream)
-                self.reforms.append(f"{failed.name} cut out ({error.kind}): {upstream.name} "
-                                    f"passes the stream on to {downstream.name}")
-            else:
-                self._feed(downstream)
-                self.reforms.append(f"{failed.name} cut out ({error.kind}): "
-                                    f"{downstream.name} {self._source_of(downstream)}")
-        elif upstream is not None and upstream.running:
-            upstream.send({"next": None})
+            upstream.link_out = None
+            if alive and downstream is None:
+                upstream.send({"next": None})  # the last node now
+        if downstream is None:
+            return None
+        if alive:
+            assert upstream is not None
+            self._link(upstream, downstream)
+            return f"{upstream.name} passes the stream on to {downstream.name}"
+        self._feed(downstream)
+        return f"{downstream.name} {self._source_of(downstream)}"
 
     def _link(self, upstream: Receiver, downstream: Receiver) -> None:
-        if downstream.endpoint is None:
+        if downstream.port is None:
             upstream.send({"next": None})
             self._split(upstream, downstream, downstream.listen_error or "it has no listener")
             return
+        self.links += 1
         upstream.downstream, downstream.upstream = downstream, upstream
-        upstream.send({"next": downstream.endpoint})
+        upstream.link_out = downstream.link_in = self.links
+        upstream.send({"next": [downstream.address, downstream.port], "link": self.links})
 
     def _split(self, upstream: Receiver, downstream: Receiver, why: str) -> None:
         """The chain splits between two nodes: the second one is fed from the source."""
-        upstream.downstream = downstream.upstream = None
+        upstream.downstream = None
+        upstream.link_out = None
         self.broken_links.append(f"{upstream.name} -> {downstream.name}: {why}")
         self._feed(downstream)
 
     def _feed(self, receiver: Receiver) -> None:
         receiver.upstream = None
+        receiver.link_in = None
         receiver.send({"source": "staging" if self._reads_staging(receiver) else "stdin"})
 
     def _source_of(self, receiver: Receiver) -> str:
