@@ -26,6 +26,7 @@ from clusterprep.inventory import parse_nodes_file
 from clusterprep.weights.manifest import build as build_manifest
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.spec import parse_repo_option
+from clusterprep.weights.pace import PACE, Pace
 from clusterprep.weights.transfer import plan
 from clusterprep.weights.verify import verify
 from hubserver import COMMIT as HUB_COMMIT
@@ -602,3 +603,48 @@ def test_two_chains_share_the_nodes_and_each_reads_the_staging(cli, nodes, stagi
     assert report["sent_bytes"] == 2 * report["planned_bytes"]  # each chain read it once
     for node in nodes.nodes:
         assert tree(node.home / DEFAULT_CACHE) == staged_tree(staging), node.name
+
+
+class ChainMember:
+    """What the head knows of a node in a chain when it judges the chain's pace."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.position, self.waited = name, 0, {"send": 0.0, "disk": 0.0}
+        self.upstream = self.downstream = None
+        self.cut = self.detached = False
+        self.running = True
+
+
+def judged(shares: list[dict[str, dict[str, float]]], total: int = 10 ** 9) -> list[list[str]]:
+    """A chain a -> b -> c -> d moving 1 MB/s, judged every PACE seconds; `shares` gives, per
+    window, the share of it each node's stream waited, by cause. The laggards each time."""
+    chain = [ChainMember(name) for name in "abcd"]
+    for upstream, downstream in zip(chain, chain[1:]):
+        upstream.downstream, downstream.upstream = downstream, upstream
+    judge, now, found = Pace(), 0.0, []
+    judge.at = now
+    for window in [{}] + shares:  # the first judgement only samples
+        now += PACE
+        for member in chain:
+            member.position += int(PACE * 1e6)
+            for cause, share in window.get(member.name, {}).items():
+                member.waited[cause] += share * PACE
+        found.append([node.name for node, _ in judge.laggards(chain, total, now)])
+    return found[1:]
+
+
+def test_a_chain_of_equal_nodes_has_no_laggard():
+    equal = {"a": {"send": 0.9}, "b": {"send": 0.8}, "c": {"send": 0.85}}  # d: the last
+    assert judged([equal] * 4) == [[], [], [], []]
+
+
+def test_a_node_its_predecessor_waits_on_holds_the_chain_back_when_it_lasts():
+    slow_b = {"a": {"send": 0.95}, "b": {"send": 0.05}, "c": {"send": 0.02}}
+    assert judged([slow_b] * 3) == [[], ["b"], ["b"]]
+    assert judged([slow_b, {}, slow_b]) == [[], [], []]  # a passing hiccup is not judged
+
+
+def test_a_node_waiting_on_its_disk_holds_the_chain_back_unless_nearly_done():
+    busy_disk = {"a": {"send": 0.9}, "b": {"send": 0.9}, "c": {"disk": 0.8}}
+    assert judged([busy_disk] * 2) == [[], ["c"]]
+    assert judged([busy_disk] * 2, total=int(10e6)) == [[], []]  # done in 4 s: left alone

@@ -11,7 +11,8 @@ whole transfer, one JSON line each:
       this node sees), or from the head: frames `{"data": N, "at": OFFSET}` + N bytes on stdin.
       Without either, the stream comes from the previous node, which connects to our listener.
 stdout: one JSON event per line: listening, linked, need, lost, progress (also sent as a
-heartbeat, so the head can tell a frozen node from a busy one), done.
+heartbeat, so the head can tell a frozen node from a busy one; with the seconds the stream has
+waited so far on its source, its next node and its disk), done.
 
 Threads: the main thread moves the stream (read it, keep it in a ring, pass it on); a writer
 thread hashes and writes the files this node wants (one sha256 pass per byte, off the thread
@@ -531,7 +532,8 @@ class Receiver:
     def report(self):
         self.reported = self.pos
         if not emit({"event": "progress", "bytes": self.pos,
-                     "read": self.staging.read_bytes if self.staging else 0}):
+                     "read": self.staging.read_bytes if self.staging else 0,
+                     "blocked": {k: round(v, 3) for k, v in self.blocked.items()}}):
             self.inbox.put(("eof",))
 
     # the main thread

@@ -118,6 +118,7 @@ class Receiver:
         self.listen_error: str | None = None
         self.position = 0          # bytes of the stream it holds, as it last said
         self.read = 0              # bytes it read from the staging itself
+        self.waited: dict[str, float] = {}  # seconds its stream waited so far, by cause
         self.heard = time.monotonic()
         self.moved = asyncio.Event()
         self.done: Event | None = None
@@ -131,6 +132,7 @@ class Receiver:
         self.link_in: int | None = None
         self.link_out: int | None = None
         self.cut = False
+        self.detached = False      # taken out of its chain for holding it back
 
     @property
     def running(self) -> bool:
@@ -180,6 +182,7 @@ class Receiver:
             if kind in ("progress", "done"):
                 self.position = max(self.position, int(event.get("bytes", 0)))
                 self.read = max(self.read, int(event.get("read", 0)))
+                self.waited = event.get("blocked", self.waited)
                 self.moved.set()
                 self.on_progress(self.name, self.position)
             if kind == "done":

@@ -23,6 +23,7 @@ from clusterprep import probes
 from clusterprep.fleet import Fleet, NodeError
 from clusterprep.fleet.transport import HUNG, NodeUnreachable
 from clusterprep.weights.manifest import Entry, Manifest
+from clusterprep.weights.pace import Pace
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.receiver import TRANSFER_FAILED, Event, Receiver, Target
 
@@ -75,6 +76,7 @@ class Transfer:
         self.broken_links: list[str] = []       # node -> node: why
         self.head_sent = 0
         self.links = 0                          # ids given to links so far
+        self.pace = Pace()
 
     @property
     def source_bytes(self) -> int:
@@ -182,6 +184,8 @@ class Transfer:
             if r.running and not r.cut and now - r.heard > self.stall:
                 self._cut(r, NodeError(HUNG, f"its receiver said nothing for {self.stall:g} s "
                                              "(stopped, or its node froze); cut out"))
+        for slow, why in self.pace.laggards(self.receivers, self.total, now):
+            self._detach(slow, why)
 
     # -- events --------------------------------------------------------------------------------
 
@@ -257,9 +261,20 @@ class Transfer:
         if closed:
             self.reforms.append(f"{failed.name} cut out ({error.kind}): {closed}")
 
+    def _detach(self, slow: Receiver, why: str) -> None:
+        """A node holds its chain back: the chain goes on without it, and it reads from the
+        source by itself, at its own pace."""
+        slow.detached = True
+        closed = self._close_gap(slow)
+        slow.send({"next": None})
+        self._feed(slow)
+        self.reforms.append(f"{slow.name} held its chain back ({why}): {closed}; "
+                            f"{slow.name} {self._source_of(slow)}")
+
     def _close_gap(self, leaving: Receiver) -> str | None:
         """Take a node out of its chain: the node before it passes the stream on to the node
         after it, or that node reads from the source. Says what changed, if anything did."""
+        self.pace.pause(time.monotonic())
         upstream, downstream = leaving.upstream, leaving.downstream
         leaving.upstream = leaving.downstream = None
         leaving.link_in = leaving.link_out = None
@@ -290,6 +305,7 @@ class Transfer:
 
     def _split(self, upstream: Receiver, downstream: Receiver, why: str) -> None:
         """The chain splits between two nodes: the second one is fed from the source."""
+        self.pace.pause(time.monotonic())
         upstream.downstream = None
         upstream.link_out = None
         self.broken_links.append(f"{upstream.name} -> {downstream.name}: {why}")
