@@ -75,7 +75,6 @@ def stage(folder: Path, size_mb: int) -> Path:
         link = repo / "snapshots" / COMMIT / f"model-{i:05d}-of-00004.safetensors"
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(f"../../blobs/{name}")
-    sys.path.insert(0, str(ROOT / "src"))
     from clusterprep.weights.manifest import build
     from clusterprep.weights.spec import RepoRef
     build(staging, (RepoRef(REPO),))  # hashes once, into the staging's hash cache
@@ -184,11 +183,14 @@ def shaped(counts: list[int], rate_mbit: int, staging: Path, ideal: float) -> li
 
 
 def node_receiver(net: ShapedCluster, k: int) -> int | None:
-    """The pid of node k's receiver: a process in its network namespace running a probe."""
-    pids = sh("ip", "netns", "pids", f"{net.prefix}-n{k}", check=False).stdout.split()
-    for pid in pids:
+    """The pid of node k's receiver: the process in its network namespace whose command
+    reads the receiver probe's length."""
+    from clusterprep import probes
+
+    reads = b"read(%d)" % len(probes.load("hfreceive").encode())
+    for pid in sh("ip", "netns", "pids", f"{net.prefix}-n{k}", check=False).stdout.split():
         try:
-            if b"sys.stdin.buffer.read" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if reads in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return int(pid)
         except OSError:
             continue
@@ -220,26 +222,34 @@ def failure(rate_mbit: int, staging: Path, size: int, ideal: float) -> dict:
         if not all(n["ok"] for n in healthy) or killed_at is None:
             raise RuntimeError(f"failure run: killed at {killed_at}: {out[-2000:]} {err[-800:]}")
         wipe_shaped(net)
-        result = {"seconds": round(seconds, 1), "x_ideal": round(seconds / ideal, 2),
-                  "killed_at_s": round(killed_at, 1), "reforms": report["reforms"],
-                  "n4": report["nodes"][3]["error"]}
-        log(f"8 nodes, n4 killed at {killed_at:.1f} s: the others done in {seconds:.1f} s "
-            f"({seconds / ideal:.2f} x S/B); {report['reforms']}")
+        others = max(n["seconds"] for n in healthy)
+        result = {"all_s": round(seconds, 1), "others_s": round(others, 1),
+                  "others_x_ideal": round(others / ideal, 2),
+                  "all_x_ideal": round(seconds / ideal, 2), "killed_at_s": round(killed_at, 1),
+                  "reforms": report["reforms"], "n4": report["nodes"][3]["error"]}
+        log(f"8 nodes, n4 killed: {json.dumps(result)}")
         return result
 
 
-def slow_node(rate_mbit: int, staging: Path, ideal: float) -> dict:
-    """8 nodes, node 2 on a link of a third of the rate: one chain against 2 and 4."""
-    result = {}
+def slow_node(rate_mbit: int, staging: Path, ideal: float) -> list[dict]:
+    """8 nodes, node 2 on a link of a third of the rate: one chain against 2 and 4, the
+    staging read by the nodes (here: a local disk, so a node reading it alone uses no link)
+    and sent by the head (over its link, as an NFS server's)."""
+    rows = []
     with ShapedCluster(WORK / "shaped", 8, rate_mbit, rates={2: rate_mbit // 3}) as net:
-        for chains in (1, 2, 4):
+        for extra in ([], ["--chains", "2"], ["--chains", "4"], ["--from-head"],
+                      ["--from-head", "--chains", "2"]):
             wipe_shaped(net)
-            seconds, report = shaped_sync(net, staging, "--chains", str(chains))
-            result[chains] = round(seconds, 1)
-            log(f"8 nodes, n2 at {rate_mbit // 3} Mbit/s, {chains} chain(s): {seconds:.1f} s "
-                f"({seconds / ideal:.2f} x S/B at the full rate); chains {report['chains']}")
+            seconds, report = shaped_sync(net, staging, *extra)
+            times = {n["node"]: n["seconds"] for n in report["nodes"]}
+            others = max(t for node, t in times.items() if node != "n2")
+            row = {"options": " ".join(extra) or "(default)", "all_s": round(seconds, 1),
+                   "others_s": round(others, 1), "n2_s": round(times["n2"], 1),
+                   "others_x_ideal": round(others / ideal, 2), "reforms": report["reforms"]}
+            log(f"8 nodes, n2 at {rate_mbit // 3} Mbit/s: {json.dumps(row)}")
+            rows.append(row)
         wipe_shaped(net)
-    return result
+    return rows
 
 
 def fallback(rate_mbit: int, staging: Path) -> dict:

@@ -176,6 +176,7 @@ def sync_document(report: SyncReport) -> dict[str, Any]:
                               for f in n.failed],
                    "disk_full": n.disk_full, "free_bytes_at_start": n.free_at_start,
                    "blocked_seconds": n.blocked,
+                   "seconds": round(n.seconds, 3) if n.seconds is not None else None,
                    "error": n.error.as_dict() if n.error else None}
                   for n in report.nodes],
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class NodeSync:
     failed: list[FileFailure] = field(default_factory=list)
     free_at_start: int | None = None     # bytes free where its cache lives, when it began
     blocked: dict[str, float] = field(default_factory=dict)  # seconds its stream waited, by cause
+    seconds: float | None = None         # from its receiver's start to its end
     error: NodeError | None = None
 
     @property
@@ -119,7 +121,7 @@ class Receiver:
         self.position = 0          # bytes of the stream it holds, as it last said
         self.read = 0              # bytes it read from the staging itself
         self.waited: dict[str, float] = {}  # seconds its stream waited so far, by cause
-        self.heard = time.monotonic()
+        self.heard = self.started = self.ended = time.monotonic()
         self.moved = asyncio.Event()
         self.done: Event | None = None
         self.result: CommandResult | None = None
@@ -142,7 +144,7 @@ class Receiver:
     def start(self, script: str, request: dict[str, Any]) -> None:
         """Run `script` (the receiver probe) on the node with its `request`."""
         self.inbox.put(script.encode() + _line(request))
-        self.heard = time.monotonic()
+        self.heard = self.started = time.monotonic()
         self.task = asyncio.ensure_future(self._run(probes.command(script)))
 
     def send(self, message: dict[str, Any]) -> None:
@@ -165,6 +167,7 @@ class Receiver:
             self.result = CommandResult(self.name, None, error=NodeError(
                 INTERRUPTED, "stopped before the transfer finished"))
         finally:
+            self.ended = time.monotonic()
             self.inbox.abandon()
             self.events.put_nowait((self, {"event": "ended"}))
 
@@ -200,11 +203,13 @@ class Receiver:
             return result.error
         if self.done is not None:
             return NodeError(TRANSFER_FAILED, self.done["error"])
-        tail = ""
-        if result is not None:
-            tail = " | ".join(result.stderr.decode(errors="replace").strip().splitlines()[-3:])
         code = result.exit_code if result is not None else None
-        return NodeError(PROBE_FAILED, f"receiver exited {code} without a report: {tail}")
+        said = " | ".join(result.stderr.decode(errors="replace").strip().splitlines()[-3:]) \
+            if result is not None else ""
+        how = (f"was killed by signal {-code} ({_signal_name(-code)})"
+               if code is not None and code < 0 else f"exited {code}")
+        return NodeError(PROBE_FAILED, f"its receiver {how} before it reported"
+                                       + (f": {said}" if said else ""))
 
     def record(self) -> None:
         """Its outcome, from what it said (or last said) and how it ended."""
@@ -214,11 +219,19 @@ class Receiver:
         outcome.files_written = done.get("written", 0)
         outcome.free_at_start = done.get("free_at_start")
         outcome.blocked = done.get("blocked", {})
+        outcome.seconds = self.ended - self.started
         outcome.failed = [FileFailure(f["path"], f["reason"], f.get("unwritten", 0),
                                       f.get("where"), f.get("errno"))
                           for f in done.get("failed", [])]
         if outcome.error is None:
             outcome.error = self.failure()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown"
 
 
 def _line(obj: dict[str, Any]) -> bytes:
