@@ -290,6 +290,8 @@ def unshaped(counts: list[int], staging: Path) -> list[dict]:
             _, head_idle, idle = timed_sync(argv)  # nothing to do: the start-up alone
             node_idle = cpu.seconds() - before
             assert idle["mode"] is None
+            for node in sim.nodes:  # room in memory for the anchor's copies
+                node.run("rm -rf .cache/huggingface .cache/clusterprep", check=True)
             before = cpu.seconds()
             anchor_wall = anchor(sim, blobs)
             anchor_cpu = cpu.seconds() - before
@@ -313,8 +315,9 @@ def unshaped(counts: list[int], staging: Path) -> list[dict]:
 
 def anchor(sim, blobs: list[Path]) -> float:
     """What an operator would build from C tools: every node runs `nc -l | tee >(nc next)
-    FILE | sha256sum` (the first node reads the staged files instead), started over ssh on all
-    nodes at once; seconds until the last node has hashed the last byte."""
+    FILE | sha256sum` (the first node reads the staged files instead), started over ssh from
+    the last node back (each node's `nc` to the next one needs it listening); seconds until
+    the last node has hashed the last byte."""
     port = 47000
     commands = []
     for i, node in enumerate(sim.nodes):
@@ -325,12 +328,12 @@ def anchor(sim, blobs: list[Path]) -> float:
         commands.append(f"{source} | tee{passing} anchor/weights | sha256sum > anchor/sha")
     ssh = ["ssh", "-F", str(sim.ssh_config)]
     started = time.monotonic()
-    listeners = [subprocess.Popen([*ssh, node.name, f"bash -c {shlex.quote(command)}"])
-                 for node, command in list(zip(sim.nodes, commands))[1:]]
-    for node in sim.nodes[1:]:
-        _wait_listening(node.address, port)
-    first = subprocess.Popen([*ssh, sim.nodes[0].name, f"bash -c {shlex.quote(commands[0])}"])
-    for process in [first, *listeners]:
+    processes = []
+    for node, command in reversed(list(zip(sim.nodes, commands))):
+        processes.append(subprocess.Popen([*ssh, node.name, f"bash -c {shlex.quote(command)}"]))
+        if node is not sim.nodes[0]:
+            _wait_listening(node.address, port)
+    for process in processes:
         if process.wait() != 0:
             raise RuntimeError("the anchor chain failed")
     seconds = time.monotonic() - started

@@ -46,9 +46,10 @@ import time
 from _hubcache import emit, load_stamps, partial_name, save_stamps, stamp_of, PARTIAL  # inlined by probes.load
 
 CHUNK = 1 << 20
+LOWAT = 256 << 10          # bytes a read from the previous node waits for (fewer wake-ups)
 WRITE_AHEAD = 32           # chunks queued for the writer before the stream waits for the disk
 HEARTBEAT = 0.5            # seconds between progress lines, busy or not
-REPORT_EVERY = 8 << 20     # and a progress line every this many bytes (the head's send window)
+REPORT_EVERY = 8 << 20     # and, fed by the head, every this many bytes (its send window)
 POLL = 1.0                 # seconds a blocking read waits before looking at the head's messages
 AUTH_CONTEXT = b"clusterprep-weights-v1"
 AUTH_SECONDS = 5.0
@@ -147,12 +148,29 @@ class Acceptor:
 
 # -- where the stream comes from -------------------------------------------------------------
 
+class Buffers:
+    """Chunk buffers, each used again once the ring lets go of it: its bytes have been passed
+    on and written by then (the ring holds more chunks than the writer may have queued), and
+    a fresh buffer would cost a zero-filled allocation per chunk."""
+
+    def __init__(self):
+        self.free = []
+
+    def take(self):
+        return self.free.pop() if self.free else bytearray(CHUNK)
+
+    def give_back(self, buf):
+        if len(buf) == CHUNK:
+            self.free.append(buf)
+
+
 class TcpSource:
     """The previous node's connection. `read` returns data, b"" (nothing yet: look at the
     head's messages), or None (the connection ended)."""
 
-    def __init__(self, sock, link):
-        self.sock, self.link = sock, link
+    def __init__(self, sock, link, buffers):
+        self.sock, self.link, self.buffers = sock, link, buffers
+        self.lowat = 1
         sock.settimeout(POLL)
 
     def interrupt(self):
@@ -162,10 +180,13 @@ class TcpSource:
             pass
 
     def read(self, want):
-        buf = bytearray(want)
-        view = memoryview(buf)
+        view = memoryview(self.buffers.take())[:want]
         got = 0
         while got < want:
+            lowat = min(LOWAT, want - got)
+            if lowat != self.lowat:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
+                self.lowat = lowat
             try:
                 n = self.sock.recv_into(view[got:])
             except socket.timeout:
@@ -175,8 +196,11 @@ class TcpSource:
             if n == 0:
                 if got:
                     break  # hand over what came; the next read sees the end
+                self.buffers.give_back(view.obj)
                 return None
             got += n
+        if not got:
+            self.buffers.give_back(view.obj)
         return view[:got]
 
     def close(self):
@@ -189,8 +213,8 @@ class TcpSource:
 class StagingSource:
     """The staging cache, read at its own path (the head proved this node sees it)."""
 
-    def __init__(self, root, stream, bwlimit):
-        self.root, self.stream, self.bwlimit = root, stream, bwlimit
+    def __init__(self, root, stream, bwlimit, buffers):
+        self.root, self.stream, self.bwlimit, self.buffers = root, stream, bwlimit, buffers
         self.starts = []
         at = 0
         for _, size, _ in stream:
@@ -213,9 +237,9 @@ class StagingSource:
                 raise Failure("cannot read the staged file %s: %s" % (path, e.strerror))
             self.index = index
         offset = pos - self.starts[index]
-        buf = bytearray(min(want, size - offset))
+        view = memoryview(self.buffers.take())[:min(want, size - offset)]
         self.file.seek(offset)
-        n = self.file.readinto(buf)
+        n = self.file.readinto(view)
         if not n:
             raise Failure("the staged file %s is shorter than the manifest says (%d bytes): "
                           "stage it again" % (path, size))
@@ -224,7 +248,7 @@ class StagingSource:
             ahead = self.read_bytes / self.bwlimit - (time.monotonic() - self.started)
             if ahead > 0:
                 time.sleep(ahead)
-        return memoryview(buf)[:n]
+        return view[:n]
 
     def close(self):
         if self.file is not None:
@@ -270,7 +294,8 @@ class Downstream:
 def ring_size():
     """Bytes to keep for a new next node: more than the kernel can hold in flight between us
     and the node after a failed one (our send buffer, its receive buffer, its chunk, its send
-    buffer), at the largest sizes TCP may grow them to here."""
+    buffer), at the largest sizes TCP may grow them to here; and more than the writer may have
+    queued (so a chunk the ring lets go of is written)."""
     limits = []
     for name in ("tcp_rmem", "tcp_wmem"):
         try:
@@ -278,23 +303,26 @@ def ring_size():
                 limits.append(int(f.read().split()[2]))
         except (OSError, ValueError, IndexError):
             limits.append(32 << 20)
-    return max(64 << 20, limits[0] + 2 * limits[1] + 8 * CHUNK)
+    return max(2 * WRITE_AHEAD * CHUNK, limits[0] + 2 * limits[1] + 8 * CHUNK)
 
 
 class Ring:
-    """The last bytes passed on (`ring_size`), by stream position (chunks are never changed
-    once read, so keeping them costs no copy)."""
+    """The last bytes passed on (`ring_size`), by stream position. Keeping a chunk costs no
+    copy; one the ring lets go of goes back to the buffers."""
 
-    def __init__(self):
+    def __init__(self, buffers):
         self.chunks = collections.deque()
         self.start = self.end = 0
         self.size = ring_size()
+        self.buffers = buffers
 
     def add(self, view):
         self.chunks.append(view)
         self.end += len(view)
         while self.end - self.start - len(self.chunks[0]) >= self.size:
-            self.start += len(self.chunks.popleft())
+            dropped = self.chunks.popleft()
+            self.start += len(dropped)
+            self.buffers.give_back(dropped.obj)
 
     def since(self, offset):
         if offset < self.start or offset > self.end:
@@ -484,7 +512,8 @@ class Receiver:
         self.down = None
         self.down_lost = False     # the next node failed: wait for the head's word
         self.deferred = collections.deque()  # frames that came while waiting for that word
-        self.ring = Ring()
+        self.buffers = Buffers()
+        self.ring = Ring(self.buffers)
         self.writer = None
         self.acceptor = None
         self.passed_to = None      # the link whose next node confirmed it holds the stream
@@ -613,7 +642,7 @@ class Receiver:
         started = time.monotonic()
         self.writer.put(view)
         self.blocked["disk"] += time.monotonic() - started
-        if self.pos - self.reported >= REPORT_EVERY:
+        if self.source is STDIN and self.pos - self.reported >= REPORT_EVERY:
             self.report()
 
     def forward(self):
@@ -740,14 +769,14 @@ class Receiver:
             sock.close()  # it has nothing to send us: our closing says so
             return
         self.close_source()
-        self.source = TcpSource(sock, link)
+        self.source = TcpSource(sock, link, self.buffers)
 
     def use_source(self, name):
         self.close_source()
         if name == "staging":
             if self.staging is None:
                 self.staging = StagingSource(self.request["staging"], self.stream,
-                                             self.request.get("bwlimit"))
+                                             self.request.get("bwlimit"), self.buffers)
             self.source = self.staging
         elif name == STDIN:
             self.source = STDIN
