@@ -16,9 +16,10 @@ Sections (`--only`, comma-separated; all by default):
   failure  8 shaped nodes; node 4's receiver killed (kill -9) half way: when do the others end
   slow     8 shaped nodes, node 2's link at a third of the others': 1 chain against 2 and 4
   unshaped N = 2, 4, 8 simulated nodes, caches on each node's own tmpfs, UNSHAPED_MB: sync's
-           wall time and CPU (head beyond its start-up, nodes through a cpuacct cgroup) against
-           the anchor: `nc` hops, `tee` into the cache file, `sha256sum`, the first node reading
-           the staging, started over ssh on every node at once
+           wall time and CPU (head beyond its start-up, nodes through a cpuacct cgroup), the
+           first node reading the staging, and with --from-head; against the anchor: `nc`
+           hops, `tee` into the cache file, `sha256sum`, the first node reading the staging,
+           started over ssh from the last node back
   noop     a sync with nothing to do on 64 simulated nodes
   fallback 3 shaped nodes that cannot reach each other (each still reaches the head)
 
@@ -241,11 +242,13 @@ def slow_node(rate_mbit: int, staging: Path, ideal: float) -> list[dict]:
                       ["--from-head", "--chains", "2"]):
             wipe_shaped(net)
             seconds, report = shaped_sync(net, staging, *extra)
-            times = {n["node"]: n["seconds"] for n in report["nodes"]}
-            others = max(t for node, t in times.items() if node != "n2")
+            times = sorted(n["seconds"] for n in report["nodes"] if n["node"] != "n2")
             row = {"options": " ".join(extra) or "(default)", "all_s": round(seconds, 1),
-                   "others_s": round(others, 1), "n2_s": round(times["n2"], 1),
-                   "others_x_ideal": round(others / ideal, 2), "reforms": report["reforms"]}
+                   "n2_s": round(next(n["seconds"] for n in report["nodes"]
+                                      if n["node"] == "n2"), 1),
+                   "others_s": [round(t, 1) for t in times],
+                   "median_other_x_ideal": round(times[len(times) // 2] / ideal, 2),
+                   "reforms": report["reforms"]}
             log(f"8 nodes, n2 at {rate_mbit // 3} Mbit/s: {json.dumps(row)}")
             rows.append(row)
         wipe_shaped(net)
@@ -290,8 +293,12 @@ def unshaped(counts: list[int], staging: Path) -> list[dict]:
             _, head_idle, idle = timed_sync(argv)  # nothing to do: the start-up alone
             node_idle = cpu.seconds() - before
             assert idle["mode"] is None
+            wipe = "rm -rf .cache/huggingface .cache/clusterprep"
+            for node in sim.nodes:
+                node.run(wipe, check=True)
+            wall_from_head, head_from_head, _ = timed_sync(argv + ["--from-head"])
             for node in sim.nodes:  # room in memory for the anchor's copies
-                node.run("rm -rf .cache/huggingface .cache/clusterprep", check=True)
+                node.run(wipe, check=True)
             before = cpu.seconds()
             anchor_wall = anchor(sim, blobs)
             anchor_cpu = cpu.seconds() - before
@@ -300,6 +307,9 @@ def unshaped(counts: list[int], staging: Path) -> list[dict]:
                 "ratio": round(wall / anchor_wall, 2),
                 "head_cpu_s_per_gib": round((head - head_idle) / (size / GIB), 2),
                 "head_startup_cpu_s": round(head_idle, 2),
+                "from_head_s": round(wall_from_head, 2),
+                "from_head_head_cpu_s_per_gib": round((head_from_head - head_idle)
+                                                      / (size / GIB), 2),
                 "node_cpu_s_per_gib": round((node_cpu - node_idle) / n / (size / GIB), 2),
                 "anchor_node_cpu_s_per_gib": round(anchor_cpu / n / (size / GIB), 2),
                 "blocked": {x["node"]: x["blocked_seconds"] for x in report["nodes"]},

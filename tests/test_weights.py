@@ -615,36 +615,64 @@ class ChainMember:
         self.running = True
 
 
-def judged(shares: list[dict[str, dict[str, float]]], total: int = 10 ** 9) -> list[list[str]]:
-    """A chain a -> b -> c -> d moving 1 MB/s, judged every PACE seconds; `shares` gives, per
-    window, the share of it each node's stream waited, by cause. The laggards each time."""
-    chain = [ChainMember(name) for name in "abcd"]
-    for upstream, downstream in zip(chain, chain[1:]):
-        upstream.downstream, downstream.upstream = downstream, upstream
-    judge, now, found = Pace(), 0.0, []
-    judge.at = now
-    for window in [{}] + shares:  # the first judgement only samples
-        now += PACE
-        for member in chain:
+class ChainUnderJudgement:
+    """A chain a -> b -> c -> d moving 1 MB/s, judged every PACE seconds."""
+
+    def __init__(self, total: int = 10 ** 9) -> None:
+        self.nodes = {name: ChainMember(name) for name in "abcd"}
+        self.chain = list(self.nodes.values())
+        for upstream, downstream in zip(self.chain, self.chain[1:]):
+            upstream.downstream, downstream.upstream = downstream, upstream
+        self.total, self.now = total, 0.0
+        self.judge = Pace()
+        self.judge.at = self.now
+        self.window({})  # the first judgement only samples
+
+    def window(self, shares: dict[str, dict[str, float]]) -> list[str]:
+        """One window in which each node's stream waited these shares of it, by cause; the
+        nodes judged as holding the chain back."""
+        self.now += PACE
+        for member in self.chain:
             member.position += int(PACE * 1e6)
-            for cause, share in window.get(member.name, {}).items():
+            for cause, share in shares.get(member.name, {}).items():
                 member.waited[cause] += share * PACE
-        found.append([node.name for node, _ in judge.laggards(chain, total, now)])
-    return found[1:]
+        return [node.name for node, _ in self.judge.laggards(self.chain, self.total, self.now)]
+
+    def detach(self, name: str) -> None:
+        node = self.nodes[name]
+        node.detached = True
+        node.upstream.downstream, node.downstream.upstream = node.downstream, node.upstream
+        self.judge.pause(self.now)
+        self.window({})
 
 
 def test_a_chain_of_equal_nodes_has_no_laggard():
+    chain = ChainUnderJudgement()
     equal = {"a": {"send": 0.9}, "b": {"send": 0.8}, "c": {"send": 0.85}}  # d: the last
-    assert judged([equal] * 4) == [[], [], [], []]
+    assert [chain.window(equal) for _ in range(5)] == [[]] * 5
 
 
 def test_a_node_its_predecessor_waits_on_holds_the_chain_back_when_it_lasts():
     slow_b = {"a": {"send": 0.95}, "b": {"send": 0.05}, "c": {"send": 0.02}}
-    assert judged([slow_b] * 3) == [[], ["b"], ["b"]]
-    assert judged([slow_b, {}, slow_b]) == [[], [], []]  # a passing hiccup is not judged
+    chain = ChainUnderJudgement()
+    assert [chain.window(slow_b) for _ in range(3)] == [[], [], ["b"]]
+    hiccup = ChainUnderJudgement()
+    assert [hiccup.window(w) for w in (slow_b, slow_b, {}, slow_b)] == [[]] * 4
+
+
+def test_a_node_that_waits_on_whichever_node_follows_it_is_its_own_slow_way_out():
+    chain = ChainUnderJudgement()
+    b_waits = {"a": {"send": 0.95}, "b": {"send": 0.97}, "c": {"send": 0.01}}
+    assert [chain.window(b_waits) for _ in range(3)][-1] == ["c"]
+    chain.detach("c")
+    b_waits_again = {"a": {"send": 0.95}, "b": {"send": 0.97}}  # on d now
+    assert chain.window(b_waits_again) == [] and chain.window(b_waits_again) == []
+    assert chain.window(b_waits_again) == ["b"]
 
 
 def test_a_node_waiting_on_its_disk_holds_the_chain_back_unless_nearly_done():
-    busy_disk = {"a": {"send": 0.9}, "b": {"send": 0.9}, "c": {"disk": 0.8}}
-    assert judged([busy_disk] * 2) == [[], ["c"]]
-    assert judged([busy_disk] * 2, total=int(10e6)) == [[], []]  # done in 4 s: left alone
+    busy_disk = {"a": {"send": 0.95}, "b": {"send": 0.95}, "c": {"disk": 0.95}}
+    chain = ChainUnderJudgement()
+    assert [chain.window(busy_disk) for _ in range(3)][-1] == ["c"]
+    nearly_done = ChainUnderJudgement(total=int(12e6))  # 6 s left at the third judgement
+    assert [nearly_done.window(busy_disk) for _ in range(3)] == [[], [], []]

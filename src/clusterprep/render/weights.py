@@ -146,19 +146,22 @@ def _sync_status(n: NodeSync) -> str:
 
 
 def _sent_line(report: SyncReport) -> str:
-    shape = {"chain": "one chain", "star": f"{len(report.chains)} separate streams (a star)",
-             "chains": f"{len(report.chains)} chains"}[report.mode or "star"]
-    if report.mode == "chain" and len(report.chains[0]) <= 8:
-        shape += " (" + " -> ".join(report.chains[0]) + ")"
-    readers = [chain[0] for chain in report.chains if chain[0] in report.staging_readers]
-    source = ("read from the shared staging by " + fold(readers) if readers
-              else "sent from here")
+    firsts = [chain[0] for chain in report.chains]
+    readers = [node for node in firsts if node in report.staging_readers]
+    source = "read from the staging by " + fold(readers) if readers else "sent from here"
+    if report.mode == "chain":
+        chain = report.chains[0]
+        shape = (", passed down one chain (" + " -> ".join(chain) + ")" if len(chain) <= 8
+                 else f", passed down one chain of {len(chain)} nodes")
+    elif report.mode == "chains":
+        shape = f", passed down {len(report.chains)} chains led by {fold(firsts)}"
+    else:
+        shape = ", to each node alone (a star)" if len(firsts) > 1 else ""
     amount = _size(report.source_bytes)
     if report.source_bytes < report.planned_bytes:
         amount += f" of the {_size(report.planned_bytes)} planned"
     rate = report.source_bytes / report.seconds if report.seconds else 0
-    return (f"{amount} {source}, passed on as {shape}, in {report.seconds:.1f} s "
-            f"({_size(int(rate))}/s)")
+    return (f"{amount} {source}{shape}, in {report.seconds:.1f} s ({_size(int(rate))}/s)")
 
 
 def sync_document(report: SyncReport) -> dict[str, Any]:

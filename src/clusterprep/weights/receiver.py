@@ -13,7 +13,7 @@ from typing import Any
 
 from clusterprep import probes
 from clusterprep.fleet import NodeError
-from clusterprep.fleet.fleet import PROBE_FAILED
+from clusterprep.fleet.fleet import PROBE_FAILED, UNEXPECTED
 from clusterprep.fleet.transport import INTERRUPTED, CommandResult, Transport
 from clusterprep.inventory import Node
 from clusterprep.weights.manifest import Entry
@@ -166,6 +166,9 @@ class Receiver:
         except asyncio.CancelledError:  # stopped before its command started
             self.result = CommandResult(self.name, None, error=NodeError(
                 INTERRUPTED, "stopped before the transfer finished"))
+        except Exception as e:  # noqa: BLE001 - kept to its node, as the Fleet keeps commands'
+            self.result = CommandResult(self.name, None, error=NodeError(
+                UNEXPECTED, f"the receiver could not run: {type(e).__name__}: {e}"))
         finally:
             self.ended = time.monotonic()
             self.inbox.abandon()
