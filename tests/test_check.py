@@ -10,6 +10,7 @@ import json
 import re
 from importlib import resources
 
+import gpukit
 import pytest
 import setupkit
 from setupkit import add_to_bashrc, install_fake_distribution
@@ -105,7 +106,8 @@ def test_a_package_in_one_nodes_user_site_is_caught_then_neutralised_by_up(
         assert node["fingerprint"]["env"]["PYTHONNOUSERSITE"] == "True"
 
 
-def test_pythonpath_nccl_variables_and_another_python_on_path_are_named(checked_cluster, cli):
+def test_pythonpath_nccl_variables_and_another_python_on_path_are_named_with_the_line_to_fix(
+        checked_cluster, cli):
     sim, args = checked_cluster
     assert cli("up", *args, "--only", "shell").exit_code == 0
     node01, node02, node04 = sim.node("node01"), sim.node("node02"), sim.node("node04")
@@ -115,20 +117,46 @@ def test_pythonpath_nccl_variables_and_another_python_on_path_are_named(checked_
     (node01.home / "bin").mkdir()
     (node01.home / "bin" / "python").symlink_to("/usr/bin/python3")
     add_to_bashrc(node01.home, 'export PATH="/root/bin:$PATH"')
+    # The tutorial's launch line names the socket interface; node03 has no such interface.
+    add_to_bashrc(sim.node("node03").home, "export NCCL_SOCKET_IFNAME=eno1")
 
     result = cli("check", *args, "--json")
     assert result.exit_code == 1
     found = findings(result.json())
     assert found["shadowed:hello-cp"]["nodes"] == ["node02"]
     assert "PYTHONPATH" in list(found["shadowed:hello-cp"]["values"])[1]
+    assert found["shadowed:hello-cp"]["advice"] == (
+        "take /root/extra out of PYTHONPATH on node02, set at "
+        f"/root/.bashrc:{line_of(node02.home, 'PYTHONPATH')} (`export PYTHONPATH=/root/extra`)")
     assert found["env:PYTHONPATH"]["severity"] == "critical"
     assert found["env:NCCL_DEBUG"] == {
-        "severity": "warning", "item": "env:NCCL_DEBUG", "nodes": ["node04"],
+        "severity": "warning", "kind": "drift", "item": "env:NCCL_DEBUG", "nodes": ["node04"],
         "values": {"(absent)": ["node01", "node02", "node03"], "INFO": ["node04"]},
-        "reference": "(absent)"}
+        "reference": "(absent)",
+        "advice": "node04 set NCCL_DEBUG=INFO at "
+                  f"/root/.bashrc:{line_of(node04.home, 'NCCL_DEBUG')} "
+                  "(`export NCCL_DEBUG=INFO`) where the others leave it unset: change that "
+                  "line, or set it the same on every node"}
     python = found["shell:python on PATH"]
     assert python["severity"] == "critical" and python["nodes"] == ["node01"]
     assert python["values"]["/root/bin/python"] == ["node01"]
+    assert f"fix /root/.bashrc:{line_of(node01.home, 'PATH=')}" in python["advice"]
+
+    # Not only a difference: NCCL on node03 would find no interface at all.
+    ifname = found["env:NCCL_SOCKET_IFNAME"]
+    assert (ifname["severity"], ifname["kind"], ifname["nodes"]) == (
+        "critical", "health", ["node03"])
+    assert list(ifname["values"])[1].startswith("eno1: matches no interface (there: ")
+    assert ifname["advice"].startswith(
+        "set NCCL_SOCKET_IFNAME (/root/.bashrc:"
+        f"{line_of(sim.node('node03').home, 'NCCL_SOCKET_IFNAME')}) on node03 to an interface "
+        "it has and that is up (")
+
+
+def line_of(home, text: str) -> int:
+    """The number of the first line of a node's ~/.bashrc that contains `text`."""
+    lines = (home / ".bashrc").read_text().splitlines()
+    return next(number for number, line in enumerate(lines, 1) if text in line)
 
 
 def test_a_node_missing_a_package_is_named(make_cluster, cli, tmp_path):
@@ -167,7 +195,7 @@ def test_a_node_with_a_missing_gpu_or_another_driver_is_critical(checked_cluster
     for node in sim.nodes:
         gpus, driver = {"node02": (7, "550.54.15"), "node04": (8, "535.161.08")}.get(
             node.name, (8, "550.54.15"))
-        setupkit.fake_nvidia_smi(node.home, gpus, driver=driver)
+        gpukit.fake_nvidia_smi(node.home, gpus, driver=driver)
     result = cli("check", *args, "--json")
     assert result.exit_code == 1
     found = findings(result.json())
@@ -272,3 +300,134 @@ def test_torch_loads_once_per_node_for_all_its_checks_and_facts(make_cluster, cl
     assert found["torch:gpus"]["severity"] == "critical"
     assert found["torch:gpus"]["values"] == {"8": ["node01"], "0": ["node02"]}
     assert found["env:CUDA_VISIBLE_DEVICES"]["nodes"] == ["node02"]
+
+
+def gpu_node_recipe(sim, tmp_path) -> list[str]:
+    """The command-line arguments of a check of `sim` with its nodes' system python (no env to
+    build: what is under test here is the node, not the install)."""
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[shared]\ndir = "{sim.shared}"\n'
+                      '[env]\nbackend = "venv"\nname = "e"\npython = "3"\n')
+    return ["-n", str(sim.nodes_file), "-F", str(sim.ssh_config), "-r", str(recipe),
+            "--python", "/usr/bin/python3"]
+
+
+def test_one_node_made_different_each_way_is_caught_with_its_severity_and_advice(
+        make_cluster, cli, tmp_path):
+    # Six GPU nodes, each with 8 GPUs, two InfiniBand ports, NCCL 2.19.3 and its net plugin:
+    # healthy and identical. Then each node but the head is made different in one way.
+    sim = make_cluster(6)
+    args = gpu_node_recipe(sim, tmp_path)
+    for node in sim.nodes:
+        gpukit.fake_nvidia_smi(node.home, 8)
+        gpukit.fake_infiniband(node, {"mlx5_0": {1: gpukit.ib_port()},
+                                      "mlx5_1": {1: gpukit.ib_port()}})
+        gpukit.fake_nccl(node.home, "2.19.3", plugins=("libnccl-net.so",))
+    healthy = cli("check", *args, "--json")
+    assert healthy.exit_code == 0, healthy.stdout
+    assert healthy.json()["findings"] == []
+    fingerprint = healthy.json()["nodes"][0]["fingerprint"]
+    assert fingerprint["nccl"]["library"]["version"] == "2.19.3"
+    assert [p["path"] for p in fingerprint["nccl"]["plugins"]] == [
+        "/root/nccl/lib/libnccl-net.so"]
+    assert fingerprint["fabric"]["infiniband"][0]["ports"] == [
+        {"port": 1, "state": "ACTIVE", "phys_state": "LinkUp", "rate": "400 Gb/sec (4X NDR)",
+         "link_layer": "InfiniBand"}]
+    assert "eth0" in [i["name"] for i in fingerprint["fabric"]["interfaces"]]
+    assert len(fingerprint["gpus"]["devices"]) == 8
+
+    node02, node03, node04, node05, node06 = (sim.node(f"node0{i}") for i in range(2, 7))
+    gpukit.fake_infiniband(node02, {"mlx5_0": {1: gpukit.ib_port("1: DOWN", "2: Polling")},
+                                    "mlx5_1": {1: gpukit.ib_port()}})
+    (node03.home / "nccl" / "lib" / "libnccl-net.so").unlink()
+    gpukit.drop_ipc_lock(node04.home)
+    add_to_bashrc(node04.home, "ulimit -l 64")
+    gpus = [gpukit.healthy_gpu(i) for i in range(8)]
+    gpus[2]["ecc.errors.uncorrected.volatile.total"] = "3"
+    gpukit.fake_nvidia_smi(node05.home, gpus)
+    gpus = [gpukit.healthy_gpu(i) for i in range(8)]
+    gpus[5]["pcie.link.width.current"] = "8"
+    gpukit.fake_nvidia_smi(node06.home, gpus)
+
+    result = cli("check", *args, "--json")
+    assert result.exit_code == 1
+    found = findings(result.json())
+    assert {item: (f["severity"], f["nodes"]) for item, f in found.items()} == {
+        "ib:mlx5_0 port 1": ("critical", ["node02"]),
+        "nccl:net plugins": ("critical", ["node03"]),
+        "limits:memlock": ("critical", ["node04"]),
+        "gpu:uncorrected ECC errors": ("critical", ["node05"]),
+        "gpu:PCIe link": ("critical", ["node06"]),
+    }
+    assert found["ib:mlx5_0 port 1"]["values"]["DOWN, Polling, 400 Gb/sec (4X NDR), "
+                                               "InfiniBand"] == ["node02"]
+    assert found["ib:mlx5_0 port 1"]["advice"].startswith(
+        "mlx5_0 port 1 on node02 is DOWN, no link: check the cable and the switch port")
+    assert found["nccl:net plugins"]["advice"].startswith(
+        "install libnccl-net.so on node03 (the others load /root/nccl/lib/libnccl-net.so)")
+    assert found["limits:memlock"]["values"]["64 KiB (hard 64 KiB), no CAP_IPC_LOCK, RDMA "
+                                             "devices present"] == ["node04"]
+    assert found["limits:memlock"]["advice"].startswith(
+        f"remove `ulimit -l 64` from node04's /root/.bashrc (line "
+        f"{line_of(node04.home, 'ulimit -l 64')}):")
+    assert found["gpu:uncorrected ECC errors"]["values"] == {
+        "none since the driver loaded": ["node01", "node02", "node03", "node04", "node06"],
+        "GPU 2 (00000000:3A:00.0): 3 since the driver loaded": ["node05"]}
+    assert found["gpu:uncorrected ECC errors"]["advice"].startswith(
+        "drain node05: GPU 2 (00000000:3A:00.0) had uncorrectable memory errors")
+    assert found["gpu:PCIe link"]["values"]["GPU 5 (00000000:AB:00.0): x8 of x16"] == ["node06"]
+    assert found["gpu:PCIe link"]["advice"].startswith(
+        "reseat GPU 5 (00000000:AB:00.0) on node06")
+
+    page = tmp_path / "report.html"
+    table = cli("check", *args, "--html", str(page))
+    assert "critical gpu:PCIe link: node06 unwell" in table.stdout
+    assert "advice    reseat GPU 5 (00000000:AB:00.0) on node06" in table.stdout
+    assert "drain node05: GPU 2 (00000000:3A:00.0)" in page.read_text()
+
+
+def test_xid_events_and_a_failing_gpu_diagnostic_say_which_gpu_and_to_drain(
+        make_cluster, cli, tmp_path):
+    sim = make_cluster(3)
+    args = gpu_node_recipe(sim, tmp_path)
+    node02 = sim.node("node02")
+    for node in sim.nodes:
+        gpukit.fake_nvidia_smi(node.home, 4)
+    # node03's driver is older than the fields clusterprep asks: it still gets checked.
+    older = [gpukit.healthy_gpu(i) for i in range(4)]
+    for gpu in older:
+        del gpu["clocks_throttle_reasons.gpu_idle"]
+    gpukit.fake_nvidia_smi(sim.node("node03").home, older)
+    gpukit.fake_dcgmi(sim.node("node01").home, 4)
+    gpukit.fake_dcgmi(node02.home, 4, failing={3: ("Page Retirement/Row Remap",
+                                                   "GPU 3 has uncorrectable memory errors")})
+    gpukit.fake_kernel_log(node02, [
+        "usb 1-1: new high-speed USB device number 2 using xhci_hcd",
+        gpukit.xid("0000:5d:00", 79, "GPU has fallen off the bus."),
+        gpukit.xid("0000:5d:00", 13, "Graphics SM Warp Exception on (GPC 0, TPC 1)")])
+
+    result = cli("check", *args, "--gpu-diag", "--json")
+    assert result.exit_code == 1
+    document = result.json()
+    found = findings(document)
+    xids = found["gpu:Xid events"]
+    assert (xids["severity"], xids["nodes"]) == ("critical", ["node02"])
+    assert xids["values"]["Xid 79 on 0000:5d:00 x1 (GPU has fallen off the bus.); Xid 13 on "
+                          "0000:5d:00 x1 (Graphics SM Warp Exception on (GPC 0, TPC 1))"] == [
+        "node02"]
+    assert xids["advice"].startswith("drain node02: GPU 0000:5d:00 logged Xid 79, the GPU fell "
+                                     "off the bus: reboot")
+    assert "look up Xid 13 (GPU 0000:5d:00 on node02) in NVIDIA's Xid catalog" in xids["advice"]
+    diag = found["gpu:DCGM diagnostic"]
+    assert (diag["severity"], diag["nodes"]) == ("critical", ["node02", "node03"])
+    assert diag["values"] == {
+        "passed": ["node01"],
+        "GPU 3 failed: Page Retirement/Row Remap (GPU 3 has uncorrectable memory errors)": [
+            "node02"],
+        "not run: dcgmi is not installed": ["node03"]}
+    assert diag["advice"].startswith("drain node02: DCGM's diagnostic failed GPU 3; run "
+                                     "`dcgmi diag -r 2 -i 3` there for the details; make "
+                                     "`dcgmi diag -r 1` work on node03")
+    node03 = document["nodes"][2]["fingerprint"]["gpus"]
+    assert "error" not in node03 and node03["devices"][0]["pcie_width"] == "16"
+    assert "idle" not in node03["devices"][0]
