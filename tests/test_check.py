@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
+import zlib
 from importlib import resources
 
 import gpukit
@@ -86,6 +90,12 @@ def test_a_package_in_one_nodes_user_site_is_caught_then_neutralised_by_up(
                                                    "2.0": ["node03"]}
     shadow = found["shadowed:hello-cp"]
     assert shadow["nodes"] == ["node03"] and "user site-packages" in list(shadow["values"])[1]
+    assert shadow["advice"] == (
+        f"on node03, `{python[1]} -m pip uninstall hello-cp` (it sits in /root/.local/{SITE}) "
+        "or export PYTHONNOUSERSITE=True (`clusterprep up --only shell` does)")
+    assert found["package:hello-cp"]["advice"] == (
+        f"on node03, hello-cp 2.0 comes from /root/.local/{SITE} (user site-packages), not "
+        "from the env: see shadowed:hello-cp")
     by_node = {n["node"]: n for n in document["nodes"]}
     assert by_node["node03"]["checks"][1] == {
         "name": "hello-cp", "ok": False, "value": "2.0", "expected": "^1\\.0$",
@@ -133,7 +143,7 @@ def test_pythonpath_nccl_variables_and_another_python_on_path_are_named_with_the
         "severity": "warning", "kind": "drift", "item": "env:NCCL_DEBUG", "nodes": ["node04"],
         "values": {"(absent)": ["node01", "node02", "node03"], "INFO": ["node04"]},
         "reference": "(absent)",
-        "advice": "node04 set NCCL_DEBUG=INFO at "
+        "advice": "on node04, NCCL_DEBUG=INFO is set at "
                   f"/root/.bashrc:{line_of(node04.home, 'NCCL_DEBUG')} "
                   "(`export NCCL_DEBUG=INFO`) where the others leave it unset: change that "
                   "line, or set it the same on every node"}
@@ -148,7 +158,7 @@ def test_pythonpath_nccl_variables_and_another_python_on_path_are_named_with_the
         "critical", "health", ["node03"])
     assert list(ifname["values"])[1].startswith("eno1: matches no interface (there: ")
     assert ifname["advice"].startswith(
-        "set NCCL_SOCKET_IFNAME (/root/.bashrc:"
+        "set NCCL_SOCKET_IFNAME (set in /root/.bashrc:"
         f"{line_of(sim.node('node03').home, 'NCCL_SOCKET_IFNAME')}) on node03 to an interface "
         "it has and that is up (")
 
@@ -175,6 +185,9 @@ def test_a_node_missing_a_package_is_named(make_cluster, cli, tmp_path):
     missing = findings(result.json())["package:hello-cp"]
     assert missing["nodes"] == ["node02"]
     assert missing["values"] == {"1.0": ["node01", "node03"], "(absent)": ["node02"]}
+    assert missing["advice"] == (
+        "install hello-cp 1.0 on node02: `/root/env/bin/python -m pip install 'hello-cp==1.0'` "
+        "(or `clusterprep up` where the recipe pins it)")
 
 
 def test_an_unreachable_node_and_a_missing_env_are_named(checked_cluster, cli):
@@ -203,6 +216,10 @@ def test_a_node_with_a_missing_gpu_or_another_driver_is_critical(checked_cluster
     assert found["gpu:count"]["values"] == {"8": ["node01", "node03", "node04"], "7": ["node02"]}
     assert found["gpu:driver"]["nodes"] == ["node04"]
     assert found["gpu:driver"]["severity"] == "critical"
+    assert found["gpu:driver"]["advice"].startswith(
+        "install NVIDIA driver 550.54.15 on node04 like the others, then reboot")
+    assert found["gpu:count"]["advice"].startswith(
+        "nvidia-smi shows other GPU counts (node02: 7) than the others' 8: run `nvidia-smi -L`")
 
 
 def check_one_node(make_cluster, cli, tmp_path, modules: dict[str, str], checks: str) -> dict:
@@ -253,6 +270,13 @@ def test_a_hanging_import_or_a_failing_value_fails_only_its_own_check(
     assert checks["value"]["ok"] and checks["value"]["value"] == "2.0"
 
 
+def shared_library(name: str) -> str:
+    """The file of a shared library this test's Python has loaded (zlib links libz.so)."""
+    assert zlib  # imported for the library it loads
+    with open("/proc/self/maps") as maps:
+        return next(line.split()[-1] for line in maps if f"/{name}" in line)
+
+
 def opensora_torch_checks() -> str:
     """The built-in opensora recipe's pins and its checks that ask torch, as TOML."""
     recipe = tomllib.loads(resources.files("clusterprep").joinpath(
@@ -272,6 +296,12 @@ def test_torch_loads_once_per_node_for_all_its_checks_and_facts(make_cluster, cl
     env = sim.shared / "envs" / "t"
     setupkit.make_bare_venv(env)
     setupkit.install_fake_torch(env / SITE, gpus=8)
+    # The NCCL torch loads (as libtorch_cuda.so loads libnccl.so.2): a real shared library
+    # (the system's libz, which Python's zlib links) under NCCL's file name.
+    nccl = env / "lib" / "libnccl.so.2.19.3"
+    shutil.copy(shared_library("libz.so"), nccl)
+    with (env / SITE / "torch" / "__init__.py").open("a") as f:
+        f.write(f"import ctypes\nctypes.CDLL({str(nccl)!r})\n")
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(f'[shared]\ndir = "{sim.shared}"\n'
                       '[env]\nbackend = "venv"\nname = "t"\npython = "3"\n'
@@ -285,6 +315,9 @@ def test_torch_loads_once_per_node_for_all_its_checks_and_facts(make_cluster, cl
                           "gpus": "8 NVIDIA H100 80GB HBM3", "nccl": "2.19.3"}
         assert node["fingerprint"]["torch"] == {"version": "2.2.2+cu121", "cuda": "12.1",
                                                 "cudnn": 8902, "nccl": "2.19.3", "gpus": 8}
+        assert node["fingerprint"]["nccl"]["library"] == {
+            "path": str(nccl), "real_path": str(nccl), "version": "2.19.3",
+            "how": "loaded by torch"}
     for node in sim.nodes:
         assert len((node.home / "torch-imports").read_text().split()) == 1, node.name
 
@@ -299,6 +332,10 @@ def test_torch_loads_once_per_node_for_all_its_checks_and_facts(make_cluster, cl
     found = findings(result.json())
     assert found["torch:gpus"]["severity"] == "critical"
     assert found["torch:gpus"]["values"] == {"8": ["node01"], "0": ["node02"]}
+    line = line_of(sim.node("node02").home, "CUDA_VISIBLE_DEVICES")
+    assert found["torch:gpus"]["advice"] == (
+        "torch sees 0 GPUs on node02 because CUDA_VISIBLE_DEVICES is set there "
+        f"(/root/.bashrc:{line} (`export CUDA_VISIBLE_DEVICES=`)): unset it")
     assert found["env:CUDA_VISIBLE_DEVICES"]["nodes"] == ["node02"]
 
 
@@ -431,3 +468,118 @@ def test_xid_events_and_a_failing_gpu_diagnostic_say_which_gpu_and_to_drain(
     node03 = document["nodes"][2]["fingerprint"]["gpus"]
     assert "error" not in node03 and node03["devices"][0]["pcie_width"] == "16"
     assert "idle" not in node03["devices"][0]
+
+
+@pytest.fixture(scope="module")
+def real_fingerprint() -> dict:
+    """The fingerprint probe's answer for this machine, as a node would give it."""
+    from clusterprep import probes
+    source = probes.load("fingerprint")
+    done = subprocess.run(
+        ["bash", "-c", probes.command(source, sys.executable, isolated=False)],
+        input=source.encode() + json.dumps({"shared": "/tmp", "checks": []}).encode(),
+        capture_output=True, check=True)
+    return json.loads(done.stdout.split(b"\n", 1)[1])
+
+
+def gpu(index: int, **changes: str) -> dict:
+    """A healthy, idle GPU as the probe reports it, with `changes`."""
+    return {"index": str(index), "bus_id": f"00000000:{gpukit.BUSES[index]}:00.0",
+            "name": gpukit.H100, "driver": "550.54.15", "persistence": "Enabled",
+            "pstate": "P0", "ecc_mode": "Enabled", "ecc_volatile": "0", "ecc_aggregate": "0",
+            "ecc_corrected_aggregate": "0", "retired_pending": None, "idle": "Active",
+            "hw_slowdown": "Not Active", "hw_thermal_slowdown": "Not Active",
+            "hw_power_brake_slowdown": "Not Active", "sw_thermal_slowdown": "Not Active",
+            "pcie_gen": "5", "pcie_gen_max": "5", "pcie_width": "16", "pcie_width_max": "16",
+            **changes}
+
+
+def with_gpus(*devices: dict):
+    def change(fingerprint: dict) -> None:
+        fingerprint["gpus"] = {"count": len(devices), "models": [gpukit.H100],
+                               "driver": "550.54.15", "devices": list(devices)}
+    return change
+
+
+def with_ib(rate: str = "400 Gb/sec (4X NDR)", firmware: str = "28.39.1002"):
+    def change(fingerprint: dict) -> None:
+        fingerprint["fabric"]["infiniband"] = [{"device": "mlx5_0", "firmware": firmware, "ports": [
+            {"port": 1, "state": "ACTIVE", "phys_state": "LinkUp", "rate": rate,
+             "link_layer": "InfiniBand"}]}]
+    return change
+
+
+def setting(path: str, value) -> callable:
+    def change(fingerprint: dict) -> None:
+        *keys, last = path.split("/")
+        target = fingerprint
+        for key in keys:
+            target = target[key]
+        target[last] = value
+    return change
+
+
+# (what all three nodes have, what node03 alone has instead, the finding, its severity, the
+# start of its advice)
+DIFFERENCES = [
+    (None, setting("python/version", "3.9.0"), "python:version", "critical",
+     "rebuild the env on node03 (`clusterprep up --only env`)"),
+    (setting("nvcc", "12.1"), setting("nvcc", "12.4"), "nvcc:release", "critical",
+     "give node03 nvcc 12.1 like the others"),
+    (None, setting("system/kernel", "5.4.0-1"), "system:kernel", "warning",
+     "update node03 to the others' kernel"),
+    (None, setting("limits/open_files", 1024), "limits:open files", "warning",
+     "raise the open files limit on node03 to "),
+    (None, setting("nccl/conf", {"/etc/nccl.conf": {"NCCL_IB_DISABLE": "1"}}),
+     "nccl.conf:NCCL_IB_DISABLE", "warning", "make NCCL's config files (/etc/nccl.conf, "
+     "~/.nccl.conf) on node03 set NCCL_IB_DISABLE like the others ((absent))"),
+    (None, setting("nccl/library", {"path": "/e/lib/libnccl.so.2", "version": "2.18.1",
+                                    "real_path": "/e/lib/libnccl.so.2.18.1", "how": "x"}),
+     "nccl:library", "critical", "make node03 load the others' NCCL, (absent)"),
+    (with_ib(), with_ib(rate="200 Gb/sec (4X HDR)"), "ib:mlx5_0 port 1", "critical",
+     "mlx5_0 port 1 on node03 runs at 200 Gb/sec (4X HDR), the others at 400 Gb/sec (4X NDR): "
+     "reseat or replace the cable"),
+    (with_ib(), with_ib(firmware="28.36.1010"), "ib:mlx5_0 firmware", "warning",
+     "update mlx5_0's firmware on node03 to the others' (28.39.1002) with mlxfwmanager"),
+    (with_ib(), setting("env/NCCL_IB_HCA", "=mlx5_1"), "env:NCCL_IB_HCA", "critical",
+     "set NCCL_IB_HCA (set in the environment) on node03 to devices it has with active ports "
+     "(mlx5_0)"),
+    (with_gpus(gpu(0)), with_gpus(gpu(0, persistence="Disabled")), "gpu:persistence mode",
+     "warning", "turn persistence mode on on node03: `nvidia-smi -pm 1`"),
+    (with_gpus(gpu(0)), with_gpus(gpu(0, hw_thermal_slowdown="Active")), "gpu:clock slowdown",
+     "warning", "cool or power GPU 0 (00000000:18:00.0) on node03 properly"),
+    (with_gpus(gpu(0)), with_gpus(gpu(0, remap_failure="Yes")),
+     "gpu:row remap or page retirement", "critical",
+     "drain node03 and have GPU 0 (00000000:18:00.0) replaced"),
+    (with_gpus(gpu(0)), with_gpus(gpu(0, idle="Not Active", pcie_gen="3")), "gpu:PCIe link",
+     "critical", "reseat GPU 0 (00000000:18:00.0) on node03 and check the slot's BIOS "
+     "settings: its link runs at Gen3 of Gen5 under load"),
+    (with_gpus(gpu(0)), with_gpus(gpu(0, ecc_aggregate="2")),
+     "gpu:uncorrected ECC errors in the GPU's life", "warning",
+     "watch GPU 0 (00000000:18:00.0) on node03"),
+    (with_gpus(gpu(0)), setting("limits/shm_bytes", 64 * 2**20), "limits:/dev/shm bytes",
+     "critical", "give node03 a larger /dev/shm"),
+]
+
+
+@pytest.mark.parametrize("common, odd, item, severity, advice", DIFFERENCES,
+                         ids=[d[2] for d in DIFFERENCES])
+def test_every_kind_of_difference_gets_its_severity_and_advice_naming_the_node(
+        real_fingerprint, common, odd, item, severity, advice):
+    from clusterprep.check.fingerprint import items
+    from clusterprep.check.findings import find_all
+    from clusterprep.check.model import NodeState
+
+    nodes = []
+    for name in ("node01", "node02", "node03"):
+        fingerprint = json.loads(json.dumps(real_fingerprint))
+        if common:
+            common(fingerprint)
+        if name == "node03":
+            odd(fingerprint)
+        nodes.append(NodeState(name, name == "node01", items=items(fingerprint),
+                               fingerprint=fingerprint))
+    found = {f.item: f for f in find_all(nodes)}
+    assert list(found) == [item]
+    assert (found[item].severity, found[item].nodes) == (severity, ["node03"])
+    assert found[item].advice.startswith(advice), found[item].advice

@@ -60,11 +60,12 @@ def _package(finding: Finding, name: str, states: States) -> str:
         shadows = [s for n in nodes for s in _fingerprint(states, n).get("shadowed", [])
                    if s["package"] == name]
         if finding.reference == ABSENT:
-            advice.append(f"{fold(nodes)} have {name} {value}, which the others lack: "
-                          f"{pip} uninstall {name}` there, or install it everywhere")
+            advice.append(f"on {fold(nodes)}, {name} {value} is installed and on no other "
+                          f"node: {pip} uninstall {name}` there, or install it everywhere")
         elif shadows:
-            advice.append(f"{fold(nodes)} import {name} {value} from {shadows[0]['location']} "
-                          f"({shadows[0]['via']}), not from the env: see shadowed:{name}")
+            advice.append(f"on {fold(nodes)}, {name} {value} comes from "
+                          f"{shadows[0]['location']} ({shadows[0]['via']}), not from the env: "
+                          f"see shadowed:{name}")
         else:
             verb = "install" if value == ABSENT else "reinstall"
             advice.append(f"{verb} {name} {finding.reference} on {fold(nodes)}: {pip} install "
@@ -76,7 +77,7 @@ def _package(finding: Finding, name: str, states: States) -> str:
 def _build(finding: Finding, name: str, states: States) -> str:
     nodes = finding.nodes
     version = _fingerprint(states, nodes[0]).get("packages", {}).get(name, {}).get("version")
-    return (f"{fold(nodes)} have another build of {name} {version} (same version, other "
+    return (f"on {fold(nodes)}, {name} {version} is another build (same version, other "
             f"compiled files): `{_python(states, nodes)} -m pip install --force-reinstall "
             f"--no-deps '{name}=={version}'` there, from the wheel the others used")
 
@@ -108,8 +109,8 @@ def _env(finding: Finding, name: str, states: States) -> str:
         where = _where(states, nodes[0], name)
         if value == ABSENT:
             source = _where(states, ref_node, name) if ref_node else None
-            advice.append(f"{fold(nodes)} leave {name} unset where the others set "
-                          f"{name}={finding.reference}" + (f" ({source} on {ref_node})"
+            advice.append(f"on {fold(nodes)}, {name} is unset where the others have "
+                          f"{name}={finding.reference}" + (f" ({ref_node}: {source})"
                                                            if source else "")
                           + ": set it the same there")
         else:
@@ -117,8 +118,8 @@ def _env(finding: Finding, name: str, states: States) -> str:
                                               "(sshd, PAM or a module system)")
             others = ("leave it unset" if finding.reference == ABSENT
                       else f"have {finding.reference}")
-            advice.append(f"{fold(nodes)} set {name}={value} {at} where the others {others}: "
-                          "change that line, or set it the same on every node")
+            advice.append(f"on {fold(nodes)}, {name}={value} is set {at} where the others "
+                          f"{others}: change that line, or set it the same on every node")
     return "; ".join(advice)
 
 
@@ -126,7 +127,7 @@ def _shell(finding: Finding, detail: str, states: States) -> str:
     advice = []
     for value, nodes in _odd(finding):
         where = _where(states, nodes[0], "PATH")
-        advice.append(f"{fold(nodes)}' PATH finds {value} where the others find "
+        advice.append(f"on {fold(nodes)}, PATH finds {value} where the others find "
                       f"{finding.reference}" + (f": fix {where}" if where else ""))
     return "; ".join(advice)
 
@@ -166,6 +167,9 @@ def _torch(finding: Finding, detail: str, states: States) -> str:
 
 def _nvcc(finding: Finding, detail: str, states: States) -> str:
     words = _words(finding)
+    if finding.reference == ABSENT:
+        return (f"on {words['nodes']}, an nvcc is found that no other node has: take it off "
+                "PATH there, or give every node the same CUDA toolkit")
     return (f"give {words['nodes']} nvcc {words['ref']} like the others (the env's "
             "cuda-nvcc: `clusterprep up --only env`), or fix the PATH that finds another one")
 
@@ -173,20 +177,22 @@ def _nvcc(finding: Finding, detail: str, states: States) -> str:
 def _gpu(finding: Finding, detail: str, states: States) -> str:
     words = _words(finding)
     if detail == "count":
-        return (f"{words['nodes']} show fewer or more GPUs than the others ({words['ref']}): "
-                "run `nvidia-smi -L` and `dmesg | grep -i xid` there (a GPU off the bus, or "
-                f"not bound to the driver) and drain {words['nodes']} until it is fixed")
+        counts = ", ".join(f"{fold(nodes)}: {value}" for value, nodes in _odd(finding))
+        return (f"nvidia-smi shows other GPU counts ({counts}) than the others' "
+                f"{words['ref']}: run `nvidia-smi -L` and `dmesg | grep -i xid` there (a GPU "
+                f"off the bus, or not bound to the driver) and drain {words['nodes']} until "
+                "it is fixed")
     if detail == "driver":
         return (f"install NVIDIA driver {words['ref']} on {words['nodes']} like the others, "
                 "then reboot: the driver decides which CUDA and NCCL features work")
-    return (f"{words['nodes']} have other GPUs than the others ({words['ref']}): run them in "
-            "a job of their own, or leave them out of nodes.txt")
+    return (f"on {words['nodes']}, the GPUs differ from the others' ({words['ref']}): run "
+            "them in a job of their own, or leave them out of nodes.txt")
 
 
 def _system(finding: Finding, detail: str, states: States) -> str:
     words = _words(finding)
     if detail == "cpu":
-        return (f"{words['nodes']} have another CPU model: never share or copy JIT caches "
+        return (f"on {words['nodes']}, the CPU model differs: never share or copy JIT caches "
                 "between them and the others (~/.cache/colossalai, torch extensions); build "
                 "them on each node")
     return (f"update {words['nodes']} to the others' {detail} ({words['ref']}) and reboot: "
@@ -256,6 +262,7 @@ def _nccl_conf(finding: Finding, detail: str, states: States) -> str:
 def _ib(finding: Finding, detail: str, states: States) -> str:
     device, _, port = detail.partition(" port ")
     if not port:
+        device = device.removesuffix(" firmware")
         return (f"update {device}'s firmware on {fold(finding.nodes)} to the others' "
                 f"({finding.reference}) with mlxfwmanager")
     reference = finding.reference.split(", ")
@@ -263,8 +270,8 @@ def _ib(finding: Finding, detail: str, states: States) -> str:
     for value, nodes in _odd(finding):
         where = f"{device} port {port} on {fold(nodes)}"
         if value == ABSENT:
-            advice.append(f"{fold(nodes)} have no {device} port {port}: check the card "
-                          "(`lspci | grep -i mellanox`) and its driver (`ibstat`)")
+            advice.append(f"on {fold(nodes)}, {device} port {port} is missing: check the "
+                          "card (`lspci | grep -i mellanox`) and its driver (`ibstat`)")
             continue
         state, phys, rate, layer = (value.split(", ") + ["", "", "", ""])[:4]
         if state != "ACTIVE":

@@ -102,6 +102,8 @@ def port_text(port: dict[str, Any]) -> str:
 
 def severity(item: str) -> str:
     group, _, detail = item.partition(":")
+    if group == "ib" and detail.endswith(" firmware"):  # ports still talk; worth aligning
+        return WARNING
     if group in _CRITICAL_GROUPS:
         return CRITICAL
     if group == "env" and detail in _CRITICAL_ENV:

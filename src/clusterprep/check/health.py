@@ -278,8 +278,9 @@ def _socket_ifname(fingerprint: dict[str, Any]) -> list[Problem] | None:
     chosen = [i for i in interfaces if i["name"] in _selected(spec, names)]
     usable = [i["name"] for i in interfaces
               if i["state"] in USABLE_STATES and i["name"] != "lo"]
-    fix = (f"set NCCL_SOCKET_IFNAME ({where}) on {NODE} to an interface it has and that is up "
-           f"({', '.join(usable) or 'none is'}), the same one on every node where names allow")
+    fix = (f"set NCCL_SOCKET_IFNAME (set in {where}) on {NODE} to an interface it has and "
+           f"that is up ({', '.join(usable) or 'none is'}), the same one on every node where "
+           "names allow")
     if not chosen:
         return [Problem(CRITICAL, f"{spec}: matches no interface (there: {', '.join(names)})",
                         fix)]
@@ -295,19 +296,23 @@ def _ib_hca(fingerprint: dict[str, Any]) -> list[Problem] | None:
     if not spec:
         return []
     devices = fingerprint.get("fabric", {}).get("infiniband", [])
+    names = [d["device"] for d in devices]
     active = [d["device"] for d in devices
               if any(p.get("state") == "ACTIVE" for p in d["ports"])]
-    chosen = _selected(spec, [d["device"] for d in devices])
+    chosen = _selected(spec, names)
+    named = [] if spec.startswith("^") else [e.split(":")[0] for e in spec.lstrip("=").split(",")]
+    unknown = [entry for entry in named if entry and not _selected(entry, names)]
     idle = [name for name in chosen if name not in active]
-    if chosen and not idle:
+    if not unknown and not idle and chosen:
         return []
-    fix = (f"bring the ports of {', '.join(idle) or 'the named devices'} on {NODE} up "
-           f"(`ibstat`), or set NCCL_IB_HCA ({where}) to its active devices "
-           f"({', '.join(active) or 'none'})")
-    if not set(chosen) & set(active):
-        return [Problem(CRITICAL, f"{spec}: no active device (active there: "
-                        f"{', '.join(active) or 'none'})", fix)]
-    return [Problem(WARNING, f"{spec}: {', '.join(idle)} not active", fix)]
+    what = "; ".join(part for part in (
+        f"{', '.join(unknown)} matches no device there" if unknown else "",
+        f"{', '.join(idle)} not active" if idle else "") if part) or "nothing selected"
+    fix = (f"set NCCL_IB_HCA (set in {where}) on {NODE} to devices it has with active ports "
+           f"({', '.join(active) or 'none'})"
+           + (f", or bring the ports of {', '.join(idle)} up (`ibstat`)" if idle else ""))
+    severity = CRITICAL if not set(chosen) & set(active) else WARNING
+    return [Problem(severity, f"{spec}: {what}", fix)]
 
 
 def _memlock(fingerprint: dict[str, Any]) -> list[Problem] | None:
