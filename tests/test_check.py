@@ -525,7 +525,7 @@ DIFFERENCES = [
     (None, setting("python/version", "3.9.0"), "python:version", "critical",
      "rebuild the env on node03 (`clusterprep up --only env`)"),
     (setting("nvcc", "12.1"), setting("nvcc", "12.4"), "nvcc:release", "critical",
-     "give node03 nvcc 12.1 like the others"),
+     "make node03 find the same nvcc as the others (12.1)"),
     (None, setting("system/kernel", "5.4.0-1"), "system:kernel", "warning",
      "update node03 to the others' kernel"),
     (None, setting("limits/open_files", 1024), "limits:open files", "warning",

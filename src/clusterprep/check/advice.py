@@ -14,9 +14,15 @@ States = dict[str, NodeState]
 
 
 def advise(finding: Finding, states: States) -> str:
-    """The advice for a drift finding."""
+    """The advice for a drift finding: the most specific of an item's own function or
+    template, its group's, or a plain 'make them match'."""
     group, _, detail = finding.item.partition(":")
-    return _BY_GROUP.get(group, _align)(finding, detail, states)
+    for key in (finding.item, group):
+        if key in _BY_ITEM:
+            return _BY_ITEM[key](finding, detail, states)
+        if key in _TEMPLATES:
+            return _TEMPLATES[key].format(detail=detail, **_words(finding))
+    return _TEMPLATES["*"].format(detail=detail, **_words(finding))
 
 
 def _odd(finding: Finding) -> list[tuple[str, list[str]]]:
@@ -25,9 +31,8 @@ def _odd(finding: Finding) -> list[tuple[str, list[str]]]:
             if value != finding.reference]
 
 
-def _words(finding: Finding) -> dict[str, Any]:
-    return {"nodes": fold(finding.nodes), "ref": finding.reference,
-            "ref_nodes": fold(finding.values.get(finding.reference, []))}
+def _words(finding: Finding) -> dict[str, str]:
+    return {"nodes": fold(finding.nodes), "ref": finding.reference}
 
 
 def _fingerprint(states: States, name: str) -> dict[str, Any]:
@@ -46,11 +51,6 @@ def _where(states: States, node: str, name: str) -> str | None:
         return None
     line = lines[-1]
     return f"{line['file']}:{line['line']} (`{line['text']}`)"
-
-
-def _align(finding: Finding, detail: str, states: States) -> str:
-    words = _words(finding)
-    return f"make {words['nodes']} match the others ({words['ref']}), or the others match them"
 
 
 def _package(finding: Finding, name: str, states: States) -> str:
@@ -132,108 +132,48 @@ def _shell(finding: Finding, detail: str, states: States) -> str:
     return "; ".join(advice)
 
 
-def _python_item(finding: Finding, detail: str, states: States) -> str:
-    words = _words(finding)
-    if detail == "user site enabled":
-        return (f"export PYTHONNOUSERSITE=True on {words['nodes']} (`clusterprep up --only "
-                "shell` does): user site-packages get in front of the env there")
-    return (f"rebuild the env on {words['nodes']} (`clusterprep up --only env`): its Python "
-            f"{detail} differs from the others' ({words['ref']})")
+def _torch_gpus(finding: Finding, detail: str, states: States) -> str:
+    advice = []
+    for value, nodes in _odd(finding):
+        hidden = [n for n in nodes
+                  if "CUDA_VISIBLE_DEVICES" in _fingerprint(states, n).get("env", {})]
+        if hidden:
+            where = _where(states, hidden[0], "CUDA_VISIBLE_DEVICES")
+            advice.append(f"torch sees {value} GPUs on {fold(nodes)} because "
+                          f"CUDA_VISIBLE_DEVICES is set there"
+                          + (f" ({where})" if where else "") + ": unset it")
+        else:
+            advice.append(f"torch sees {value} GPUs on {fold(nodes)} (the others "
+                          f"{finding.reference}): see gpu:count and the GPU health findings, "
+                          "and drain them until all GPUs are back")
+    return "; ".join(advice)
 
 
-def _torch(finding: Finding, detail: str, states: States) -> str:
-    words = _words(finding)
-    if detail == "gpus":
-        advice = []
-        for value, nodes in _odd(finding):
-            hidden = [n for n in nodes
-                      if "CUDA_VISIBLE_DEVICES" in _fingerprint(states, n).get("env", {})]
-            if hidden:
-                where = _where(states, hidden[0], "CUDA_VISIBLE_DEVICES")
-                advice.append(f"torch sees {value} GPUs on {fold(nodes)} because "
-                              f"CUDA_VISIBLE_DEVICES is set there"
-                              + (f" ({where})" if where else "") + ": unset it")
-            else:
-                advice.append(f"torch sees {value} GPUs on {fold(nodes)} (the others "
-                              f"{finding.reference}): see gpu:count and the GPU health "
-                              "findings, and drain them until all GPUs are back")
-        return "; ".join(advice)
-    if detail == "import":
-        return (f"torch does not import on {words['nodes']}: rebuild the env there "
-                "(`clusterprep up --only env`)")
-    return (f"reinstall torch on {words['nodes']} to match the others' {detail} "
-            f"({words['ref']}): `clusterprep up --only env`, or the recipe's install command")
+def _gpu_count(finding: Finding, detail: str, states: States) -> str:
+    counts = ", ".join(f"{fold(nodes)}: {value}" for value, nodes in _odd(finding))
+    return (f"nvidia-smi shows other GPU counts ({counts}) than the others' "
+            f"{finding.reference}: run `nvidia-smi -L` and `dmesg | grep -i xid` there (a GPU "
+            f"off the bus, or not bound to the driver) and drain {fold(finding.nodes)} until "
+            "it is fixed")
 
 
-def _nvcc(finding: Finding, detail: str, states: States) -> str:
-    words = _words(finding)
-    if finding.reference == ABSENT:
-        return (f"on {words['nodes']}, an nvcc is found that no other node has: take it off "
-                "PATH there, or give every node the same CUDA toolkit")
-    return (f"give {words['nodes']} nvcc {words['ref']} like the others (the env's "
-            "cuda-nvcc: `clusterprep up --only env`), or fix the PATH that finds another one")
-
-
-def _gpu(finding: Finding, detail: str, states: States) -> str:
-    words = _words(finding)
-    if detail == "count":
-        counts = ", ".join(f"{fold(nodes)}: {value}" for value, nodes in _odd(finding))
-        return (f"nvidia-smi shows other GPU counts ({counts}) than the others' "
-                f"{words['ref']}: run `nvidia-smi -L` and `dmesg | grep -i xid` there (a GPU "
-                f"off the bus, or not bound to the driver) and drain {words['nodes']} until "
-                "it is fixed")
-    if detail == "driver":
-        return (f"install NVIDIA driver {words['ref']} on {words['nodes']} like the others, "
-                "then reboot: the driver decides which CUDA and NCCL features work")
-    return (f"on {words['nodes']}, the GPUs differ from the others' ({words['ref']}): run "
-            "them in a job of their own, or leave them out of nodes.txt")
-
-
-def _system(finding: Finding, detail: str, states: States) -> str:
-    words = _words(finding)
-    if detail == "cpu":
-        return (f"on {words['nodes']}, the CPU model differs: never share or copy JIT caches "
-                "between them and the others (~/.cache/colossalai, torch extensions); build "
-                "them on each node")
-    return (f"update {words['nodes']} to the others' {detail} ({words['ref']}) and reboot: "
-            "GPU and RDMA drivers are built for one kernel")
-
-
-def _limits(finding: Finding, detail: str, states: States) -> str:
-    words = _words(finding)
-    if detail == "memlock":
-        where = _where(states, finding.nodes[0], "ulimit -l")
-        return (f"give {words['nodes']} the others' memlock limit ({words['ref']})"
-                + (f": {where} sets it there" if where else
-                   ": `* - memlock unlimited` in /etc/security/limits.d/"))
-    if detail == "open files":
-        return (f"raise the open files limit on {words['nodes']} to {words['ref']} "
-                f"(`* - nofile {words['ref']}` in /etc/security/limits.d/, then log in again)")
-    return (f"give {words['nodes']} a /dev/shm as large as the others' ({words['ref']} "
-            "bytes): `--shm-size` or `--ipc=host` for containers, `mount -o remount,size=` "
-            "on hosts")
+def _memlock(finding: Finding, detail: str, states: States) -> str:
+    where = _where(states, finding.nodes[0], "ulimit -l")
+    return (f"give {fold(finding.nodes)} the others' memlock limit ({finding.reference})"
+            + (f": {where} sets it there" if where else
+               ": `* - memlock unlimited` in /etc/security/limits.d/"))
 
 
 def _disk(finding: Finding, detail: str, states: States) -> str:
-    words = _words(finding)
     place = detail.removeprefix("free space at the ")
     disk = _fingerprint(states, finding.nodes[0]).get("disk", {})
     path = disk.get("hf_cache") if place == "Hugging Face cache" else None
-    return (f"free space on {words['nodes']} at the {place}" + (f" ({path})" if path else "")
+    return (f"free space on {fold(finding.nodes)} at the {place}"
+            + (f" ({path})" if path else "")
             + ", or move it to a larger disk: the weights and caches go there")
 
 
-def _clock(finding: Finding, detail: str, states: States) -> str:
-    words = _words(finding)
-    return (f"run chrony or ntpd on {words['nodes']} (`chronyc tracking` shows the offset): "
-            "clocks apart make NCCL operations time out and logs disagree")
-
-
-def _nccl(finding: Finding, detail: str, states: States) -> str:
-    words = _words(finding)
-    if detail == "library":
-        return (f"make {words['nodes']} load the others' NCCL, {words['ref']} (the env's "
-                "nvidia-nccl package, or LD_LIBRARY_PATH): all ranks must run one NCCL")
+def _nccl_plugins(finding: Finding, detail: str, states: States) -> str:
     ref_node = (finding.values.get(finding.reference) or [None])[0]
     ref_plugins = {p["name"]: p["path"] for p in
                    (_fingerprint(states, ref_node).get("nccl") or {}).get("plugins", [])}
@@ -251,12 +191,6 @@ def _nccl(finding: Finding, detail: str, states: States) -> str:
             advice.append(f"remove {', '.join(extra)} from {fold(nodes)} or install it on "
                           "every node: one NCCL transport for all ranks")
     return "; ".join(advice)
-
-
-def _nccl_conf(finding: Finding, detail: str, states: States) -> str:
-    words = _words(finding)
-    return (f"make NCCL's config files (/etc/nccl.conf, ~/.nccl.conf) on {words['nodes']} set "
-            f"{detail} like the others ({words['ref']})")
 
 
 def _ib(finding: Finding, detail: str, states: States) -> str:
@@ -290,15 +224,45 @@ def _ib(finding: Finding, detail: str, states: States) -> str:
     return "; ".join(advice)
 
 
-def _net(finding: Finding, detail: str, states: States) -> str:
-    words = _words(finding)
-    return (f"set {detail} on {words['nodes']} like the others ({words['ref']}): "
-            f"`ip link set {detail} up mtu N`; NCCL's socket transport needs matching MTUs")
-
-
-_BY_GROUP: dict[str, Callable[[Finding, str, States], str]] = {
+_BY_ITEM: dict[str, Callable[[Finding, str, States], str]] = {
     "package": _package, "build": _build, "shadowed": _shadowed, "env": _env,
-    "shell": _shell, "python": _python_item, "torch": _torch, "nvcc": _nvcc, "gpu": _gpu,
-    "system": _system, "limits": _limits, "disk": _disk, "clock": _clock, "nccl": _nccl,
-    "nccl.conf": _nccl_conf, "ib": _ib, "net": _net,
+    "shell": _shell, "torch:gpus": _torch_gpus, "gpu:count": _gpu_count,
+    "limits:memlock": _memlock, "disk": _disk, "nccl:net plugins": _nccl_plugins, "ib": _ib,
+}
+# Advice that needs only the nodes ({nodes}), the reference value ({ref}) and the item's
+# detail ({detail}); an item's own template before its group's.
+_TEMPLATES = {
+    "python:user site enabled": "export PYTHONNOUSERSITE=True on {nodes} (`clusterprep up "
+                                "--only shell` does): user site-packages get in front of the "
+                                "env there",
+    "python": "rebuild the env on {nodes} (`clusterprep up --only env`): its Python {detail} "
+              "differs from the others' ({ref})",
+    "torch:import": "torch does not import on {nodes}: rebuild the env there (`clusterprep up "
+                    "--only env`)",
+    "torch": "reinstall torch on {nodes} to match the others' {detail} ({ref}): `clusterprep "
+             "up --only env`, or the recipe's install command",
+    "nvcc": "make {nodes} find the same nvcc as the others ({ref}): the env's cuda-nvcc "
+            "(`clusterprep up --only env`), or fix the PATH that finds another one",
+    "gpu:driver": "install NVIDIA driver {ref} on {nodes} like the others, then reboot: the "
+                  "driver decides which CUDA and NCCL features work",
+    "gpu": "on {nodes}, the GPUs differ from the others' ({ref}): run them in a job of their "
+           "own, or leave them out of nodes.txt",
+    "system:cpu": "on {nodes}, the CPU model differs: never share or copy JIT caches between "
+                  "them and the others (~/.cache/colossalai, torch extensions); build them on "
+                  "each node",
+    "system": "update {nodes} to the others' {detail} ({ref}) and reboot: GPU and RDMA drivers "
+              "are built for one kernel",
+    "limits:open files": "raise the open files limit on {nodes} to {ref} (`* - nofile {ref}` "
+                         "in /etc/security/limits.d/, then log in again)",
+    "limits": "give {nodes} a /dev/shm as large as the others' ({ref} bytes): `--shm-size` or "
+              "`--ipc=host` for containers, `mount -o remount,size=` on hosts",
+    "clock": "run chrony or ntpd on {nodes} (`chronyc tracking` shows the offset): clocks "
+             "apart make NCCL operations time out and logs disagree",
+    "nccl:library": "make {nodes} load the others' NCCL, {ref} (the env's nvidia-nccl "
+                    "package, or LD_LIBRARY_PATH): all ranks must run one NCCL",
+    "nccl.conf": "make NCCL's config files (/etc/nccl.conf, ~/.nccl.conf) on {nodes} set "
+                 "{detail} like the others ({ref})",
+    "net": "set {detail} on {nodes} like the others ({ref}): `ip link set {detail} up mtu N`; "
+           "NCCL's socket transport needs matching MTUs",
+    "*": "make {nodes} match the others ({ref}), or the others match them",
 }

@@ -88,6 +88,14 @@ def _devices(fingerprint: dict[str, Any]) -> list[dict[str, Any]] | None:
     return devices or None
 
 
+def _each_gpu(judge: Callable[[dict[str, Any]], list[Problem]]) -> Check:
+    """A rule from a judgement of one GPU: it applies to nodes whose GPUs nvidia-smi read."""
+    def check(fingerprint: dict[str, Any]) -> list[Problem] | None:
+        devices = _devices(fingerprint)
+        return None if devices is None else [p for d in devices for p in judge(d)]
+    return check
+
+
 def _gpu(device: dict[str, Any]) -> str:
     return f"GPU {device.get('index')} ({device.get('bus_id')})"
 
@@ -108,61 +116,45 @@ def _nvidia_smi(fingerprint: dict[str, Any]) -> list[Problem] | None:
                     "look for NVRM and Xid lines in `dmesg`, then reload the driver or reboot")]
 
 
-def _ecc_now(fingerprint: dict[str, Any]) -> list[Problem] | None:
-    devices = _devices(fingerprint)
-    if devices is None:
-        return None
+def _ecc_now(d: dict[str, Any]) -> list[Problem]:
+    if not _count(d.get("ecc_volatile")):
+        return []
     return [Problem(CRITICAL, f"{_gpu(d)}: {d['ecc_volatile']} since the driver loaded",
                     f"drain {NODE}: {_gpu(d)} had uncorrectable memory errors, which crash or "
                     f"corrupt a run; reset it (`nvidia-smi -r -i {d.get('index')}`, as root, no "
-                    "process on it) or reboot, and have it replaced if they come back")
-            for d in devices if _count(d.get("ecc_volatile"))]
+                    "process on it) or reboot, and have it replaced if they come back")]
 
 
-def _ecc_past(fingerprint: dict[str, Any]) -> list[Problem] | None:
-    devices = _devices(fingerprint)
-    if devices is None:
-        return None
+def _ecc_past(d: dict[str, Any]) -> list[Problem]:
+    if not _count(d.get("ecc_aggregate")) or _count(d.get("ecc_volatile")):
+        return []
     return [Problem(WARNING, f"{_gpu(d)}: {d['ecc_aggregate']} in its life",
                     f"watch {_gpu(d)} on {NODE}: it had uncorrectable memory errors before "
                     "(`nvidia-smi -q -d ECC,ROW_REMAPPER` shows them); drain it if new ones "
-                    "appear or a row remap is pending")
-            for d in devices
-            if _count(d.get("ecc_aggregate")) and not _count(d.get("ecc_volatile"))]
+                    "appear or a row remap is pending")]
 
 
-def _row_remaps(fingerprint: dict[str, Any]) -> list[Problem] | None:
-    devices = _devices(fingerprint)
-    if devices is None:
-        return None
-    found = []
-    for d in devices:
-        if d.get("remap_failure") == "Yes":
-            found.append(Problem(CRITICAL, f"{_gpu(d)}: row remapping failed",
-                                 f"drain {NODE} and have {_gpu(d)} replaced: its memory can no "
-                                 "longer be repaired by remapping rows"))
-        elif d.get("remap_pending") == "Yes" or d.get("retired_pending") == "Yes":
-            what = "a row remap" if d.get("remap_pending") == "Yes" else "a page retirement"
-            found.append(Problem(CRITICAL, f"{_gpu(d)}: {what} pending",
-                                 f"reset {_gpu(d)} on {NODE} (`nvidia-smi -r -i "
-                                 f"{d.get('index')}`) or reboot {NODE} before the next job: "
-                                 f"{what} takes effect only then"))
-    return found
+def _row_remaps(d: dict[str, Any]) -> list[Problem]:
+    if d.get("remap_failure") == "Yes":
+        return [Problem(CRITICAL, f"{_gpu(d)}: row remapping failed",
+                        f"drain {NODE} and have {_gpu(d)} replaced: its memory can no longer be "
+                        "repaired by remapping rows")]
+    if d.get("remap_pending") == "Yes" or d.get("retired_pending") == "Yes":
+        what = "a row remap" if d.get("remap_pending") == "Yes" else "a page retirement"
+        return [Problem(CRITICAL, f"{_gpu(d)}: {what} pending",
+                        f"reset {_gpu(d)} on {NODE} (`nvidia-smi -r -i {d.get('index')}`) or "
+                        f"reboot {NODE} before the next job: {what} takes effect only then")]
+    return []
 
 
-def _slowdown(fingerprint: dict[str, Any]) -> list[Problem] | None:
-    devices = _devices(fingerprint)
-    if devices is None:
-        return None
-    found = []
-    for d in devices:
-        active = [words for key, words in SLOWDOWNS.items() if d.get(key) == "Active"]
-        if active:
-            found.append(Problem(WARNING, f"{_gpu(d)}: {', '.join(active)}",
-                                 f"cool or power {_gpu(d)} on {NODE} properly (fans, airflow, "
-                                 "`nvidia-smi -q -d TEMPERATURE,POWER`): it runs at half its "
-                                 "clock or less, and every rank waits for the slowest GPU"))
-    return found
+def _slowdown(d: dict[str, Any]) -> list[Problem]:
+    active = [words for key, words in SLOWDOWNS.items() if d.get(key) == "Active"]
+    if not active:
+        return []
+    return [Problem(WARNING, f"{_gpu(d)}: {', '.join(active)}",
+                    f"cool or power {_gpu(d)} on {NODE} properly (fans, airflow, `nvidia-smi "
+                    "-q -d TEMPERATURE,POWER`): it runs at half its clock or less, and every "
+                    "rank waits for the slowest GPU")]
 
 
 def _persistence(fingerprint: dict[str, Any]) -> list[Problem] | None:
@@ -177,29 +169,23 @@ def _persistence(fingerprint: dict[str, Any]) -> list[Problem] | None:
                     "nvidia-persistenced; without it each CUDA start waits for the driver")]
 
 
-def _pcie(fingerprint: dict[str, Any]) -> list[Problem] | None:
-    devices = _devices(fingerprint)
-    if devices is None:
-        return None
-    found = []
-    for d in devices:
-        width, widest = _count(d.get("pcie_width")), _count(d.get("pcie_width_max"))
-        gen, fastest = _count(d.get("pcie_gen")), _count(d.get("pcie_gen_max"))
-        # The generation drops while a GPU idles (nvidia-smi --help-query-gpu): only a busy
-        # GPU's is a finding. The width stays put on a healthy link.
-        busy = d.get("idle") == "Not Active"
-        if width and widest and width < widest:
-            found.append(Problem(CRITICAL, f"{_gpu(d)}: x{width} of x{widest}",
-                                 f"reseat {_gpu(d)} on {NODE} (or its riser or cable) and check "
-                                 f"the slot's BIOS settings: its link trained at x{width} of "
-                                 f"x{widest}, so its transfers to the host and NIC are slower "
-                                 "and every rank waits for it"))
-        elif busy and gen and fastest and gen < fastest:
-            found.append(Problem(CRITICAL, f"{_gpu(d)}: Gen{gen} of Gen{fastest} while busy",
-                                 f"reseat {_gpu(d)} on {NODE} and check the slot's BIOS "
-                                 f"settings: its link runs at Gen{gen} of Gen{fastest} under "
-                                 "load"))
-    return found
+def _pcie(d: dict[str, Any]) -> list[Problem]:
+    width, widest = _count(d.get("pcie_width")), _count(d.get("pcie_width_max"))
+    gen, fastest = _count(d.get("pcie_gen")), _count(d.get("pcie_gen_max"))
+    # The generation drops while a GPU idles (nvidia-smi --help-query-gpu): only a busy GPU's
+    # is a finding. The width stays put on a healthy link.
+    busy = d.get("idle") == "Not Active"
+    if width and widest and width < widest:
+        return [Problem(CRITICAL, f"{_gpu(d)}: x{width} of x{widest}",
+                        f"reseat {_gpu(d)} on {NODE} (or its riser or cable) and check the "
+                        f"slot's BIOS settings: its link trained at x{width} of x{widest}, so "
+                        "its transfers to the host and NIC are slower and every rank waits "
+                        "for it")]
+    if busy and gen and fastest and gen < fastest:
+        return [Problem(CRITICAL, f"{_gpu(d)}: Gen{gen} of Gen{fastest} while busy",
+                        f"reseat {_gpu(d)} on {NODE} and check the slot's BIOS settings: its "
+                        f"link runs at Gen{gen} of Gen{fastest} under load")]
+    return []
 
 
 def _xids(fingerprint: dict[str, Any]) -> list[Problem] | None:
@@ -353,13 +339,13 @@ def _shm(fingerprint: dict[str, Any]) -> list[Problem] | None:
 
 RULES = (
     Rule("gpu:nvidia-smi", "answers", _nvidia_smi),
-    Rule("gpu:uncorrected ECC errors", "none since the driver loaded", _ecc_now),
-    Rule("gpu:row remap or page retirement", "none pending or failed", _row_remaps),
+    Rule("gpu:uncorrected ECC errors", "none since the driver loaded", _each_gpu(_ecc_now)),
+    Rule("gpu:row remap or page retirement", "none pending or failed", _each_gpu(_row_remaps)),
     Rule("gpu:Xid events", "none in the kernel log", _xids),
-    Rule("gpu:PCIe link", "at its maximum width", _pcie),
+    Rule("gpu:PCIe link", "at its maximum width", _each_gpu(_pcie)),
     Rule("gpu:DCGM diagnostic", "passed", _gpu_diag),
-    Rule("gpu:uncorrected ECC errors in the GPU's life", "none", _ecc_past),
-    Rule("gpu:clock slowdown", "none", _slowdown),
+    Rule("gpu:uncorrected ECC errors in the GPU's life", "none", _each_gpu(_ecc_past)),
+    Rule("gpu:clock slowdown", "none", _each_gpu(_slowdown)),
     Rule("gpu:persistence mode", "on", _persistence),
     Rule("env:NCCL_SOCKET_IFNAME", "unset, or names an interface that is up", _socket_ifname),
     Rule("env:NCCL_IB_HCA", "unset, or names active RDMA devices", _ib_hca),

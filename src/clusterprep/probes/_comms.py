@@ -1,7 +1,7 @@
 """Probe part: how a node will talk to the others. The NCCL library and net plugins it would
 load, NCCL's config files, its InfiniBand/RoCE ports and network interfaces, the memlock limit,
 and the shell startup lines that set what the fingerprint reports. Read from files only (no
-program is started); inlined by probes.load into the fingerprint probe; stdlib only."""
+program is started); probes.load inlines it into the fingerprint probe; stdlib only."""
 
 import fcntl
 import glob
@@ -35,6 +35,14 @@ def read_text(path):
             return f.read()
     except OSError:
         return None
+
+
+def listing(folder):
+    """The names in a folder, sorted; none where it cannot be read."""
+    try:
+        return sorted(os.listdir(folder))
+    except OSError:
+        return []
 
 
 def sysfs(path):
@@ -100,11 +108,7 @@ def nccl_library(loaded_by_torch, packages):
 
 def first_match(dirs, pattern):
     for folder in dirs:
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError:
-            continue
-        for name in names:
+        for name in listing(folder):
             if pattern.match(name):
                 return os.path.join(folder, name)
     return None
@@ -118,11 +122,7 @@ def nccl_plugins(library):
         dirs.insert(0, os.path.dirname(library["path"]))
     found, seen = [], set()
     for folder in dirs:
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for name in sorted(names):
+        for name in listing(folder):
             if NCCL_PLUGIN.match(name) and name not in seen:
                 seen.add(name)
                 found.append({"name": name, "path": os.path.join(folder, name)})
@@ -160,19 +160,12 @@ def fabric():
 def infiniband():
     """Every RDMA device and port from /sys/class/infiniband, as the kernel words them."""
     root = "/sys/class/infiniband"
-    try:
-        devices = sorted(os.listdir(root))
-    except OSError:
-        return []
     found = []
-    for device in devices:
+    for device in listing(root):
         base = os.path.join(root, device)
         ports = []
-        try:
-            numbers = sorted(os.listdir(os.path.join(base, "ports")), key=int)
-        except (OSError, ValueError):
-            numbers = []
-        for number in numbers:
+        numbers = [n for n in listing(os.path.join(base, "ports")) if n.isdigit()]
+        for number in sorted(numbers, key=int):
             port = os.path.join(base, "ports", number)
             ports.append({"port": int(number),
                           "state": word(sysfs(os.path.join(port, "state"))),
@@ -194,10 +187,7 @@ def word(text):
 def interfaces():
     """Every network interface: state, MTU, whether it is a physical device, addresses."""
     root = "/sys/class/net"
-    try:
-        names = sorted(os.listdir(root))
-    except OSError:
-        return []
+    names = listing(root)
     ipv6 = {}
     for line in (read_text("/proc/net/if_inet6") or "").splitlines():
         fields = line.split()
