@@ -3,13 +3,11 @@ load, NCCL's config files, its InfiniBand/RoCE ports and network interfaces, the
 and the shell startup lines that set what the fingerprint reports. Read from files only (no
 program is started); probes.load inlines it into the fingerprint probe; stdlib only."""
 
+import _socket  # the C module: `socket` spends milliseconds building enums on every node
 import fcntl
-import glob
 import os
 import re
 import resource
-import socket
-import struct
 import sys
 
 # Where the dynamic loader looks for a library dlopen()ed by name, after LD_LIBRARY_PATH and
@@ -22,7 +20,7 @@ NCCL_PLUGIN = re.compile(r"libnccl-net(-[\w.-]+)?\.so(\.\d+)*$")
 # NCCL reads these files for variables the environment leaves unset (NCCL's env.html).
 NCCL_CONF_FILES = ("/etc/nccl.conf", "~/.nccl.conf")
 # In the order a login shell runs them (a command over ssh runs the last two only): the last
-# line that sets a variable is the one in force.
+# line that sets a variable is the one in force. Then the env's conda activation scripts.
 SHELL_STARTUP_FILES = ("/etc/environment", "/etc/profile", "/etc/profile.d/*.sh", "~/.profile",
                        "~/.bash_profile", "~/.bash_login", "/etc/bash.bashrc", "~/.bashrc")
 SIOCGIFADDR = 0x8915  # <linux/sockios.h>
@@ -51,50 +49,48 @@ def sysfs(path):
     return None if text is None else text.strip()
 
 
-def loader_cache_paths(pattern):
-    """Paths in /etc/ld.so.cache whose file name matches `pattern` (its string table holds
-    every path the loader knows by name)."""
+def loader_cache():
+    """The paths of NCCL's files (libnccl*) that /etc/ld.so.cache knows: its string table
+    holds every library path the loader finds by name."""
     try:
         with open("/etc/ld.so.cache", "rb") as f:
             data = f.read()
     except OSError:
         return []
-    found = []
-    for raw in re.findall(rb"/[\x21-\x7e]*lib[\x21-\x7e]*", data):
-        path = raw.decode("ascii", "replace")
-        if pattern.search(os.path.basename(path)) and path not in found:
-            found.append(path)
-    return found
-
-
-def library_dirs():
-    """The folders the loader searches for a library loaded by name, in its order."""
-    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
-    return dirs + list(LOADER_DEFAULT_DIRS)
+    paths = []
+    start = data.find(b"libnccl")
+    while start >= 0:
+        end = data.find(b"\0", start)
+        end = len(data) if end < 0 else end
+        path = data[data.rfind(b"\0", 0, start) + 1:end].decode("utf-8", "replace")
+        if path.startswith("/") and path not in paths:
+            paths.append(path)
+        start = data.find(b"libnccl", end)
+    return paths
 
 
 def nccl_stack(loaded_by_torch, packages):
     """NCCL as the env loads it: its library, the net plugins it would find, its config files."""
-    library = nccl_library(loaded_by_torch, packages)
-    return {"library": library, "plugins": nccl_plugins(library), "conf": nccl_conf()}
+    cache = loader_cache()
+    library = nccl_library(loaded_by_torch, packages, cache)
+    return {"library": library, "plugins": nccl_plugins(library, cache), "conf": nccl_conf()}
 
 
-def nccl_library(loaded_by_torch, packages):
+def nccl_library(loaded_by_torch, packages, cache):
     """The NCCL library torch loads: the one torch mapped (`loaded_by_torch`, from its fork),
-    else the first the loader would find (LD_LIBRARY_PATH, the env's own lib, pip's
-    nvidia-nccl package, the loader cache, the trusted folders). Version from the file's full
+    else the first found where torch would look (pip's nvidia-nccl package, LD_LIBRARY_PATH,
+    the env's own lib, the loader cache, the trusted folders). Version from the file's full
     name (libnccl.so.2.19.3) or from pip's nvidia-nccl-* package."""
     how = "loaded by torch"
     path = loaded_by_torch
     if not path:
         how = "found where the loader looks"
-        candidates = [os.path.join(entry, "nvidia", "nccl", "lib") for entry in sys.path
-                      if entry.endswith("-packages")]  # torch's pip wheels link to it
-        candidates += [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
-        candidates.append(os.path.join(sys.prefix, "lib"))
-        path = (first_match(candidates, NCCL_LIBRARY)
-                or next(iter(loader_cache_paths(NCCL_LIBRARY)), None)
-                or first_match(LOADER_DEFAULT_DIRS, NCCL_LIBRARY))
+        first = [os.path.join(entry, "nvidia", "nccl", "lib") for entry in sys.path
+                 if entry.endswith("-packages")]  # torch's pip wheels link to it
+        first += ld_library_path() + [os.path.join(sys.prefix, "lib")]
+        cached = [p for p in cache if NCCL_LIBRARY.match(os.path.basename(p))]
+        path = (existing(first, ("libnccl.so.2", "libnccl.so")) or next(iter(cached), None)
+                or existing(LOADER_DEFAULT_DIRS, ("libnccl.so.2", "libnccl.so")))
     if not path:
         return None
     real = os.path.realpath(path)
@@ -106,30 +102,35 @@ def nccl_library(loaded_by_torch, packages):
     return {"path": path, "real_path": real, "version": version, "how": how}
 
 
-def first_match(dirs, pattern):
-    for folder in dirs:
-        for name in listing(folder):
-            if pattern.match(name):
-                return os.path.join(folder, name)
+def ld_library_path():
+    return [folder for folder in os.environ.get("LD_LIBRARY_PATH", "").split(":") if folder]
+
+
+def existing(folders, names):
+    """The first folder/name that exists, folders first (stat calls: no folder is listed)."""
+    for folder in folders:
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.path.exists(path):
+                return path
     return None
 
 
-def nccl_plugins(library):
-    """Every NCCL net plugin (libnccl-net*.so) where NCCL's dlopen() would look: the loader's
-    folders, the NCCL library's own folder, and the loader cache; first found first."""
-    dirs = library_dirs()
-    if library:
-        dirs.insert(0, os.path.dirname(library["path"]))
-    found, seen = [], set()
-    for folder in dirs:
-        for name in listing(folder):
-            if NCCL_PLUGIN.match(name) and name not in seen:
-                seen.add(name)
-                found.append({"name": name, "path": os.path.join(folder, name)})
-    for path in loader_cache_paths(NCCL_PLUGIN):
-        if os.path.basename(path) not in seen:
-            seen.add(os.path.basename(path))
-            found.append({"name": os.path.basename(path), "path": path})
+def nccl_plugins(library, cache):
+    """The NCCL net plugins the loader can find: the one NCCL dlopen()s by name
+    (libnccl-net.so, or libnccl-net-$NCCL_NET_PLUGIN.so) in the NCCL library's folder,
+    LD_LIBRARY_PATH and the trusted folders, then every libnccl-net*.so the loader cache knows."""
+    wanted = os.environ.get("NCCL_NET_PLUGIN")
+    name = "libnccl-net-%s.so" % wanted if wanted else "libnccl-net.so"
+    folders = ([os.path.dirname(library["path"])] if library else []) + ld_library_path()
+    found = []
+    path = existing(folders + list(LOADER_DEFAULT_DIRS), (name,))
+    if path:
+        found.append({"name": name, "path": path})
+    for path in cache:
+        plugin = os.path.basename(path)
+        if NCCL_PLUGIN.match(plugin) and all(plugin != f["name"] for f in found):
+            found.append({"name": plugin, "path": path})
     return found
 
 
@@ -192,9 +193,9 @@ def interfaces():
     for line in (read_text("/proc/net/if_inet6") or "").splitlines():
         fields = line.split()
         if len(fields) == 6:
-            address = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0]))
+            address = _socket.inet_ntop(_socket.AF_INET6, bytes.fromhex(fields[0]))
             ipv6.setdefault(fields[5], []).append(address)
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
     found = []
     try:
         for name in names:
@@ -212,10 +213,10 @@ def interfaces():
 def ipv4(probe, name):
     try:
         answer = fcntl.ioctl(probe.fileno(), SIOCGIFADDR,
-                             struct.pack("256s", name[:15].encode()))
+                             name[:15].encode().ljust(256, b"\0"))
     except OSError:
         return []
-    return [socket.inet_ntoa(answer[20:24])]
+    return [_socket.inet_ntoa(answer[20:24])]
 
 
 def memlock():
@@ -241,9 +242,13 @@ def startup_lines(names, secret):
                             % "|".join(wanted))
     ulimit = re.compile(r"\bulimit\b[^#\n]*-[a-zA-Z]*l\s+\d")
     hide = re.compile(r"(\b\w*(?:%s)\w*=)\S+" % secret.pattern, re.IGNORECASE)
-    files = [path for pattern in SHELL_STARTUP_FILES
-             for path in sorted(glob.glob(os.path.expanduser(pattern)))]
-    files += sorted(glob.glob(os.path.join(sys.prefix, "etc", "conda", "activate.d", "*.sh")))
+    files = []
+    for name in SHELL_STARTUP_FILES + (os.path.join(sys.prefix, "etc/conda/activate.d/*.sh"),):
+        folder, _, pattern = os.path.expanduser(name).rpartition("/")
+        if pattern == "*.sh":
+            files += [os.path.join(folder, f) for f in listing(folder) if f.endswith(".sh")]
+        else:
+            files.append(os.path.join(folder, pattern))
     found = {}
     for path in files:
         text = read_text(path)

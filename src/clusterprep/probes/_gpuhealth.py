@@ -1,8 +1,8 @@
 """Probe part: a node's GPUs and their quick health. One `nvidia-smi --query-gpu` call for every
 field (a second, `--query-remapped-rows`, only where an ECC error was ever counted), the NVIDIA
 driver's Xid events from the kernel log where it can be read, and, when asked, DCGM's quick
-diagnostic (`dcgmi diag -r 1`). Inlined by probes.load into the fingerprint probe; stdlib
-only."""
+diagnostic (`dcgmi diag -r 1`). probes.load inlines it into a raw string of the fingerprint
+probe, compiled only where nvidia-smi is: no three single quotes in here. Stdlib only."""
 
 import json
 import os
@@ -75,8 +75,6 @@ def smi_query(switch, fields):
 
 def gpus():
     """Every GPU nvidia-smi sees, with the fields health is judged on."""
-    if shutil.which("nvidia-smi") is None:
-        return {"count": 0, "models": [], "driver": None, "devices": []}
     devices, error = smi_query("--query-gpu", GPU_FIELDS)
     if error:
         return {"count": 0, "models": [], "driver": None, "devices": [], "error": error}

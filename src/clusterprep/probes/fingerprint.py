@@ -26,7 +26,12 @@ import time
 print(json.dumps({"clock": time.time()}), flush=True)
 
 from _comms import fabric, memlock, nccl_stack, startup_lines  # inlined by probes.load
+
+# The GPU health code is compiled only on nodes with nvidia-smi: compiling it would cost every
+# other node (and the head, when it is one) milliseconds for nothing. It travels as text.
+GPU_HEALTH = r'''
 from _gpuhealth import gpu_diag, gpus, xid_events  # inlined by probes.load
+'''
 
 SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 ENV_PREFIXES = ("NCCL_", "CUDA_", "LD_", "PYTHON", "HF_", "WANDB_", "TORCH_")
@@ -393,7 +398,7 @@ def main():
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
     env = environment()
     nccl = nccl_stack((torch.get("value") or {}).pop("nccl_library", None), packages)
-    gpu = gpus()
+    gpu, xid, diag = gpu_health(payload.get("gpu_diag"))
     print(json.dumps({
         "python": {"executable": sys.executable, "version": platform.python_version(),
                    "prefix": sys.prefix,
@@ -404,8 +409,8 @@ def main():
         "torch": torch.get("value") or {"error": torch["error"]},
         "nvcc": nvcc(),
         "gpus": gpu,
-        "xid": xid_events() if gpu["count"] else None,
-        "gpu_diag": gpu_diag() if payload.get("gpu_diag") and gpu["count"] else None,
+        "xid": xid,
+        "gpu_diag": diag,
         "nccl": nccl,
         "fabric": fabric(),
         "system": {"kernel": platform.release(), "glibc": "-".join(platform.libc_ver()),
@@ -417,6 +422,18 @@ def main():
                  "shared_free": free_bytes(payload["shared"]) if payload.get("shared") else None},
         "checks": [check(spec, answers) for spec in checks],
     }))
+
+
+def gpu_health(diagnose):
+    """(the GPUs and their health, their Xid events, DCGM's diagnostic if `diagnose`)."""
+    if shutil.which("nvidia-smi") is None:
+        return {"count": 0, "models": [], "driver": None, "devices": []}, None, None
+    part = {}
+    exec(compile(GPU_HEALTH, "gpuhealth", "exec"), part)
+    gpu = part["gpus"]()
+    if not gpu["count"]:
+        return gpu, None, None
+    return gpu, part["xid_events"](), part["gpu_diag"]() if diagnose else None
 
 
 def free_total(path):
