@@ -19,20 +19,21 @@ def advise(finding: Finding, states: States) -> str:
     group, _, detail = finding.item.partition(":")
     for key in (finding.item, group):
         if key in _BY_ITEM:
-            return _BY_ITEM[key](finding, detail, states)
+            return _BY_ITEM[key](finding, detail, states) or _template("*", finding, detail)
         if key in _TEMPLATES:
-            return _TEMPLATES[key].format(detail=detail, **_words(finding))
-    return _TEMPLATES["*"].format(detail=detail, **_words(finding))
+            return _template(key, finding, detail)
+    return _template("*", finding, detail)
+
+
+def _template(key: str, finding: Finding, detail: str) -> str:
+    return _TEMPLATES[key].format(detail=detail, nodes=fold(finding.nodes),
+                                  ref=finding.reference)
 
 
 def _odd(finding: Finding) -> list[tuple[str, list[str]]]:
     """(value, nodes) for every value but the reference."""
     return [(value, nodes) for value, nodes in finding.values.items()
             if value != finding.reference]
-
-
-def _words(finding: Finding) -> dict[str, str]:
-    return {"nodes": fold(finding.nodes), "ref": finding.reference}
 
 
 def _fingerprint(states: States, name: str) -> dict[str, Any]:
@@ -99,7 +100,7 @@ def _shadowed(finding: Finding, name: str, states: States) -> str:
             else:
                 advice.append(f"remove the .pth file or sys.path entry that puts "
                               f"{shadow['location']} before the env on {node}")
-    return "; ".join(advice) or _align(finding, name, states)
+    return "; ".join(advice)
 
 
 def _env(finding: Finding, name: str, states: States) -> str:
