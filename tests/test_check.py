@@ -129,9 +129,16 @@ def test_pythonpath_nccl_variables_and_another_python_on_path_are_named_with_the
     add_to_bashrc(node01.home, 'export PATH="/root/bin:$PATH"')
     # The tutorial's launch line names the socket interface; node03 has no such interface.
     add_to_bashrc(sim.node("node03").home, "export NCCL_SOCKET_IFNAME=eno1")
+    # Lines the fingerprint quotes may hold secrets too: they never leave the node.
+    key = "0123456789abcdef0123456789abcdef01234567"
+    add_to_bashrc(node04.home, f'export PATH="$PATH" WANDB_API_KEY={key}; wandb login {key}')
 
     result = cli("check", *args, "--json")
     assert result.exit_code == 1
+    assert key not in result.stdout
+    lines = result.json()["nodes"][3]["fingerprint"]["startup_lines"]["PATH"]
+    assert 'export PATH="$PATH" WANDB_API_KEY=<hidden>; wandb login <hidden>' in [
+        line["text"] for line in lines]
     found = findings(result.json())
     assert found["shadowed:hello-cp"]["nodes"] == ["node02"]
     assert "PYTHONPATH" in list(found["shadowed:hello-cp"]["values"])[1]

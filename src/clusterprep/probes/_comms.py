@@ -241,7 +241,8 @@ def startup_lines(names, secret):
     assignment = re.compile(r"(?:^|[\s;&|(])(?:export\s+|declare\s+-x\s+|setenv\s+)?(%s)\+?="
                             % "|".join(wanted))
     ulimit = re.compile(r"\bulimit\b[^#\n]*-[a-zA-Z]*l\s+\d")
-    hide = re.compile(r"(\b\w*(?:%s)\w*=)\S+" % secret.pattern, re.IGNORECASE)
+    hide = re.compile(r"(\b\w*(?:%s)\w*=)[^\s;&|]+" % secret.pattern, re.IGNORECASE)
+    token = re.compile(r"\b[\w-]{32,}\b")  # an API key given some other way (`wandb login K`)
     files = []
     for name in SHELL_STARTUP_FILES + (os.path.join(sys.prefix, "etc/conda/activate.d/*.sh"),):
         folder, _, pattern = os.path.expanduser(name).rpartition("/")
@@ -263,5 +264,6 @@ def startup_lines(names, secret):
                 keys.append("ulimit -l")
             for key in keys:
                 found.setdefault(key, []).append(
-                    {"file": path, "line": number, "text": hide.sub(r"\1<hidden>", stripped)[:200]})
+                    {"file": path, "line": number,
+                     "text": token.sub("<hidden>", hide.sub(r"\1<hidden>", stripped))[:200]})
     return found
