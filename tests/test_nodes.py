@@ -179,10 +179,10 @@ def test_a_broken_ssh_config_is_reported_with_its_file_and_line(cli, tmp_path):
 
 
 def test_gpus_are_counted_from_nvidia_smi(cli, make_cluster):
-    import setupkit
+    import gpukit
 
     sim = make_cluster(2)
-    setupkit.fake_nvidia_smi(sim.node("node01").home, 8)
+    gpukit.fake_nvidia_smi(sim.node("node01").home, 8)
     result = cli("nodes", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config), "--json")
     assert result.exit_code == 0, result.stdout
     rows = {row["node"]: row for row in result.json()["nodes"]}
