@@ -57,12 +57,10 @@ def _findings(report: CheckReport) -> None:
     for finding in report.findings:
         colour = "red" if finding.severity == CRITICAL else "yellow"
         verb = "differ" if finding.kind == DRIFT else "unwell"
-        # emoji=False: a PCI bus id such as 0000:AB:00.0 holds rich's emoji code `:ab:`
         console.print(f"[{colour}]{finding.severity}[/] {escape(finding.item)}: "
-                      f"{escape(fold(finding.nodes))} {verb}", soft_wrap=True, emoji=False)
+                      f"{escape(fold(finding.nodes))} {verb}", soft_wrap=True)
         for value, nodes in finding.values.items():
             marker = "reference" if value == finding.reference else "         "
             console.print(f"    {marker} {escape(fold(nodes))}: {escape(value)}",
-                          soft_wrap=True, emoji=False)
-        console.print(f"    [bold]advice[/]    {escape(finding.advice)}", soft_wrap=True,
-                      emoji=False)
+                          soft_wrap=True)
+        console.print(f"    [bold]advice[/]    {escape(finding.advice)}", soft_wrap=True)
