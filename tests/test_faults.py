@@ -145,8 +145,8 @@ def test_unresolvable_names_are_dns_failures_even_when_the_resolver_is_slow(cli,
 @pytest.mark.parametrize("option, value, says", [
     ("--fanout", "abc", "expected a whole number, got 'abc'"),
     ("--fanout", "0", "must be at least 1"),
-    ("--connect-timeout", "nan", "must be a finite number above 0, got 'nan'"),
-    ("--timeout", "inf", "must be a finite number above 0, got 'inf'"),
+    ("--connect-timeout", "nan", "must be a finite number, got 'nan'"),
+    ("--timeout", "inf", "must be a finite number, got 'inf'"),
     ("--hung-after", "-1", "must be a finite number above 0"),
 ])
 def test_a_bad_option_value_is_refused_with_what_was_expected(cli, option, value, says):
