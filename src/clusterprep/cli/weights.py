@@ -11,6 +11,7 @@ from clusterprep.cli import common
 from clusterprep.errors import ClusterprepError, UsageError
 from clusterprep.recipe import load_recipe
 from clusterprep.render import jsonout
+from clusterprep.weights import placement
 from clusterprep.weights.manifest import build as build_manifest
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.spec import RepoRef, WeightsSpec, parse_repo_option
@@ -81,7 +82,7 @@ def _weights_spec(args: argparse.Namespace) -> WeightsSpec:
         return WeightsSpec(tuple(args.repo), staging)
     spec = load_recipe(args.recipe, args.shared_dir).weights
     assert spec is not None
-    return WeightsSpec(tuple(args.repo) if args.repo else spec.repos, staging or spec.staging)
+    return spec.only(tuple(args.repo) if args.repo else spec.repos, staging)
 
 
 def cmd_weights_stage(args: argparse.Namespace) -> int:
@@ -113,26 +114,33 @@ async def _with_bytes_progress(
 
 
 def cmd_weights_sync(args: argparse.Namespace) -> int:
+    from clusterprep.render import placement as placement_render
     from clusterprep.render import weights as weights_render
     spec = _weights_spec(args)
     manifest = build_manifest(spec.staging, spec.repos)
+    wanted = placement.targets(manifest, spec.placements)
     inventory = common.inventory(args)
     bwlimit = args.bwlimit * 1e6 if args.bwlimit else None
     return common.over_fleet(
         args, inventory,
-        lambda fleet: _with_bytes_progress(args, lambda progress: sync(
+        lambda fleet: _with_bytes_progress(args, lambda progress: placement.after(sync(
             fleet, manifest, listener=progress, chain=not args.star, bwlimit=bwlimit,
-            timeout=args.timeout)),
-        common.shown(args, weights_render.sync_document, weights_render.sync_summary))
+            timeout=args.timeout), fleet, spec.code, wanted, place=True, timeout=args.timeout)),
+        common.shown(args, placement_render.document_with(weights_render.sync_document),
+                     placement_render.table_with(weights_render.sync_summary)))
 
 
 def cmd_weights_verify(args: argparse.Namespace) -> int:
+    from clusterprep.render import placement as placement_render
     from clusterprep.render import weights as weights_render
     spec = _weights_spec(args)
     manifest = build_manifest(spec.staging, spec.repos)
+    wanted = placement.targets(manifest, spec.placements)
     inventory = common.inventory(args)
     return common.over_fleet(
         args, inventory,
-        lambda fleet: _with_bytes_progress(args, lambda progress: verify_weights(
-            fleet, manifest, full=args.full, timeout=args.timeout, listener=progress)),
-        common.shown(args, weights_render.verify_document, weights_render.verify_table))
+        lambda fleet: _with_bytes_progress(args, lambda progress: placement.after(verify_weights(
+            fleet, manifest, full=args.full, timeout=args.timeout, listener=progress),
+            fleet, spec.code, wanted, place=False, timeout=args.timeout)),
+        common.shown(args, placement_render.document_with(weights_render.verify_document),
+                     placement_render.table_with(weights_render.verify_table)))
