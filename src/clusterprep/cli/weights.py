@@ -36,8 +36,10 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
     stage_parser = actions.add_parser(
         "stage", parents=[weights_options], help="fill the staging cache on the head",
         description="Download what is missing into the staging cache with huggingface_hub "
-                    "(it reads HF_TOKEN), or take it from a local hub cache. Skips repos "
-                    "already staged whole.")
+                    "(it reads HF_TOKEN), or take it from a local hub cache: the files each "
+                    "repo's allow_patterns select. A repo is staged whole or not at all: "
+                    "every file is checked before it counts as staged, and a rerun keeps "
+                    "what arrived whole. Skips repos already staged whole.")
     stage_parser.add_argument(
         "--from-cache", nargs="?", const="", default=None, metavar="DIR",
         help="copy from this hub cache (default: this machine's own) instead of downloading")

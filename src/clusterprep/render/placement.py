@@ -42,7 +42,7 @@ def placement_table(report: PlacementReport) -> None:
     if not report.results:
         return
     table = Table(title="files placed at paths of the code")
-    for column in ("path", "links to", "nodes", "state"):
+    for column in ("path", "a link to", "nodes", "state"):
         table.add_column(column, overflow="fold")
     for result in report.results:
         groups: dict[tuple[str, str | None], list[str]] = {}
@@ -50,7 +50,10 @@ def placement_table(report: PlacementReport) -> None:
             groups.setdefault((node.state, node.reason), []).append(node.node)
         for (state, reason), nodes in groups.items():
             shown = f"[red]{state}[/]: {reason}" if state == FAILED else f"[green]{state}[/]"
-            table.add_row(str(result.placement.at), result.link or "-", fold(nodes), shown)
+            placed = result.placement
+            leads_to = f"{placed.repo.id}: {placed.file}" + (
+                f", in {result.cache}" if result.cache else "")
+            table.add_row(str(placed.at), leads_to, fold(nodes), shown)
     Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
     failed = sorted({n.node for r in report.results for n in r.nodes if n.state == FAILED})
     if failed:
@@ -60,7 +63,7 @@ def placement_table(report: PlacementReport) -> None:
 
 def placement_document(report: PlacementReport) -> list[dict[str, Any]]:
     return [{"at": str(r.placement.at), "repo": r.placement.repo.id,
-             "revision": r.placement.repo.revision, "file": r.placement.file, "link": r.link,
+             "revision": r.placement.repo.revision, "file": r.placement.file, "cache": r.cache, "link": r.link,
              "ok": r.ok, "nodes": [{"node": n.node, "state": n.state, "reason": n.reason}
                                    for n in r.nodes]}
             for r in report.results]

@@ -48,7 +48,8 @@ class NodePlacement:
 @dataclass
 class PlacementResult:
     placement: Placement
-    link: str | None           # what the link leads to (None: no single target)
+    cache: str | None          # the nodes' hub cache (None: they have no single one)
+    link: str | None           # what the link leads to, in that cache
     nodes: list[NodePlacement] = field(default_factory=list)
 
     @property
@@ -138,7 +139,7 @@ async def _on_nodes(fleet: Fleet, code: Path, wanted: list[Target], caches: dict
         why = (f"the nodes' hub caches sit at different paths ({where}): one link in the "
                "shared code folder can lead into one of them only; give every node the same "
                "HF_HUB_CACHE and sync again")
-        return PlacementReport([PlacementResult(t.placement, None,
+        return PlacementReport([PlacementResult(t.placement, None, None,
                                                 [NodePlacement(n, FAILED, why) for n in caches])
                                 for t in wanted])
     if not paths:
@@ -148,8 +149,8 @@ async def _on_nodes(fleet: Fleet, code: Path, wanted: list[Target], caches: dict
                "items": [[str(t.placement.at), link, t.size] for t, link in zip(wanted, links)]}
     nodes = [node for node in fleet.inventory.nodes if node.name in caches]
     results, interrupted = await fleet.probe("placement", payload, nodes=nodes, timeout=timeout)
-    report = PlacementReport([PlacementResult(t.placement, link) for t, link in zip(wanted, links)],
-                             interrupted)
+    report = PlacementReport([PlacementResult(t.placement, paths[0], link)
+                              for t, link in zip(wanted, links)], interrupted)
     for result in results:
         if result.data is not None:
             answers = result.data["items"]

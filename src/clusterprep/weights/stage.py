@@ -137,7 +137,7 @@ def _copy_from_cache(source: Path, staging: Path, repo: RepoRef, hashes: HashCac
     if lacking:
         raise StagingError(
             f"{repo}: the cache {source} lacks {len(lacking)} of the {len(needed)} files "
-            f"needed ({_some(lacking)}: their snapshot links lead to missing blobs); "
+            f"needed ({_some(lacking)}: the snapshot links to blobs that are not there); "
             "nothing was staged. Complete that cache, or stage from the Hub (without "
             "--from-cache), and run again")
     result = StageResult(repo, COPIED, commit, len(needed))
