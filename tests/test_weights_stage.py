@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,22 @@ def test_a_half_copied_staging_cache_is_refused_then_completed_keeping_what_is_t
     assert f"{ALPHA}/blobs/{MAIN_MODEL}" in manifest.by_path()
 
 
+def downloading(hub: Hub, staging: Path, also: Callable[[], bool], **popen) -> subprocess.Popen:
+    """`weights stage --json` of the hub's repo, returned once huggingface_hub is writing a
+    file (and `also` holds)."""
+    env = dict(os.environ, PYTHONPATH=str(SRC), HOME=str(staging.parent), HF_ENDPOINT=hub.url)
+    started = subprocess.Popen([sys.executable, "-m", "clusterprep", "weights", "stage",
+                                "--staging", str(staging), "--repo", hub.repo, "--json"],
+                               env=env, stderr=subprocess.DEVNULL, **popen)
+    blobs = staging / "models--org--served" / "blobs"
+    deadline = time.monotonic() + 30
+    while not (blobs.is_dir() and any(p.name.endswith(".incomplete") for p in blobs.iterdir())
+               and also()):
+        assert time.monotonic() < deadline, "the download never got going"
+        time.sleep(0.05)
+    return started
+
+
 def test_a_stage_killed_mid_download_is_not_present_and_a_rerun_fetches_only_the_rest(
         cli, tmp_path):
     files = {"config.json": b'{"hidden_size": 8}\n',
@@ -102,20 +119,12 @@ def test_a_stage_killed_mid_download_is_not_present_and_a_rerun_fetches_only_the
     staging = tmp_path / "staging"
     with Hub(files) as hub:
         hub.slow[(hub.repo, "model.safetensors")] = 2.0  # 8 s: time enough to kill it
-        env = dict(os.environ, PYTHONPATH=str(SRC), HOME=str(tmp_path), HF_ENDPOINT=hub.url)
-        staging_process = subprocess.Popen(
-            [sys.executable, "-m", "clusterprep", "weights", "stage", "--staging",
-             str(staging), "--repo", hub.repo], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
         blobs = staging / "models--org--served" / "blobs"
         small = [blobs / hashlib.sha256(files["tokenizer.safetensors"]).hexdigest(),
                  blobs / hashlib.sha1(b"blob %d\0" % len(files["config.json"]) +
                                       files["config.json"]).hexdigest()]
-        deadline = time.monotonic() + 30
-        while not (all(blob.is_file() for blob in small) and
-                   any(p.name.endswith(".incomplete") for p in blobs.iterdir())):
-            assert time.monotonic() < deadline, "the download never got going"
-            time.sleep(0.05)
+        staging_process = downloading(hub, staging, lambda: all(b.is_file() for b in small),
+                                      stdout=subprocess.DEVNULL)
         staging_process.send_signal(signal.SIGKILL)
         staging_process.wait()
 
@@ -134,6 +143,21 @@ def test_a_stage_killed_mid_download_is_not_present_and_a_rerun_fetches_only_the
     assert partials(staging) == []
     snapshot = staging / "models--org--served" / "snapshots" / HUB_COMMIT
     assert {p: (snapshot / p).read_bytes() for p in files} == files
+
+
+def test_ctrl_c_during_a_download_stages_nothing_and_says_so(tmp_path):
+    files = {"config.json": b"{}\n", "model.safetensors": os.urandom(hubcache.MB)}
+    staging = tmp_path / "staging"
+    with Hub(files) as hub:
+        hub.slow[(hub.repo, "model.safetensors")] = 3.0
+        staging_process = downloading(hub, staging, lambda: True, stdout=subprocess.PIPE,
+                                      text=True)
+        staging_process.send_signal(signal.SIGINT)
+        out, _ = staging_process.communicate(timeout=60)  # the file in flight ends first
+
+    assert staging_process.returncode == 130
+    assert json.loads(out)["repos"][0]["action"] == "interrupted"
+    assert records(staging) == []
 
 
 def test_a_file_garbled_on_the_way_is_caught_against_the_hubs_listing(cli, tmp_path):

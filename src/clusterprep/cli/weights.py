@@ -16,6 +16,7 @@ from clusterprep.weights.manifest import build as build_manifest
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.spec import RepoRef, WeightsSpec, parse_repo_option
 from clusterprep.weights.stage import FAILED as STAGE_FAILED
+from clusterprep.weights.stage import INTERRUPTED as STAGE_INTERRUPTED
 from clusterprep.weights.stage import local_hub_cache, stage
 from clusterprep.weights.sync import sync
 from clusterprep.weights.verify import verify as verify_weights
@@ -99,6 +100,8 @@ def cmd_weights_stage(args: argparse.Namespace) -> int:
         jsonout.emit(weights_render.stage_document(results, str(spec.staging)))
     else:
         weights_render.stage_table(results, str(spec.staging))
+    if any(r.action == STAGE_INTERRUPTED for r in results):
+        return common.EXIT_INTERRUPTED
     return common.EXIT_FAILED if any(r.action == STAGE_FAILED for r in results) \
         else common.EXIT_OK
 

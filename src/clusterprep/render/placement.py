@@ -63,7 +63,8 @@ def placement_table(report: PlacementReport) -> None:
 
 def placement_document(report: PlacementReport) -> list[dict[str, Any]]:
     return [{"at": str(r.placement.at), "repo": r.placement.repo.id,
-             "revision": r.placement.repo.revision, "file": r.placement.file, "cache": r.cache, "link": r.link,
-             "ok": r.ok, "nodes": [{"node": n.node, "state": n.state, "reason": n.reason}
-                                   for n in r.nodes]}
+             "revision": r.placement.repo.revision, "file": r.placement.file,
+             "cache": r.cache, "link": r.link, "ok": r.ok,
+             "nodes": [{"node": n.node, "state": n.state, "reason": n.reason}
+                       for n in r.nodes]}
             for r in report.results]

@@ -30,6 +30,7 @@ from clusterprep.weights.record import StagedRevision, aside_path, resolve_revis
 from clusterprep.weights.spec import RepoRef
 
 PRESENT, COPIED, DOWNLOADED, FAILED = "present", "copied", "downloaded", "failed"
+INTERRUPTED = "interrupted"
 CHUNK = 1 << 20
 _GIT_SHA1_NAME = 40
 
@@ -88,6 +89,10 @@ def stage(
                     results.append(_download(staging, repo, hashes))
             except (OSError, ClusterprepError) as e:
                 results.append(StageResult(repo, FAILED, error=str(e)))
+            except KeyboardInterrupt:
+                results.append(StageResult(repo, INTERRUPTED, error="interrupted: not staged "
+                                           "(what arrived whole is kept for the next run)"))
+                break
     finally:
         hashes.save()
     return results
