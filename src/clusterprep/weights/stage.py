@@ -57,12 +57,6 @@ def local_hub_cache() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def staged_commit(staging: Path, repo: RepoRef) -> str | None:
-    """The commit of `repo` when it is staged whole, else None."""
-    record = records.committed(staging, repo)
-    return record.commit if record else None
-
-
 def stage(
     staging: Path,
     repos: tuple[RepoRef, ...],
@@ -252,8 +246,7 @@ def _some(paths: list[str], most: int = 3) -> str:
 def _download(staging: Path, repo: RepoRef, hashes: HashCache) -> StageResult:
     """Download with huggingface_hub (it resumes and skips what is there by itself), then
     check every needed file against the Hub's listing, then commit."""
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.hf_api import RepoFile  # noqa: F811 (the class, at run time)
+    from huggingface_hub import HfApi, hf_api, snapshot_download
 
     api = HfApi()
     repo_dir = staging / repo.folder
@@ -262,7 +255,7 @@ def _download(staging: Path, repo: RepoRef, hashes: HashCache) -> StageResult:
         assert commit is not None, "the Hub named no commit"
         listing = {f.path: f for f in api.list_repo_tree(repo.id, revision=commit,
                                                          recursive=True)
-                   if isinstance(f, RepoFile)}
+                   if isinstance(f, hf_api.RepoFile)}
         needed = repo.select(sorted(listing))
         if not needed:
             raise StagingError(f"no file of {repo} matches allow_patterns "
@@ -285,8 +278,9 @@ def _download(staging: Path, repo: RepoRef, hashes: HashCache) -> StageResult:
                            f"listing ({_some(wrong)}); they were removed and nothing was "
                            "staged: run again")
     files = {path: (_listed_blob(f), f.size) for path, f in listing.items()}
-    files.update({path: (_blob_of(repo_dir, commit, path).name, listing[path].size)
-                  for path in needed})
+    for path in needed:  # as huggingface_hub named them (checked above: the links exist)
+        files[path] = (Path(os.readlink(repo_dir / "snapshots" / commit / path)).name,
+                       listing[path].size)
     _commit(staging, repo, StagedRevision(repo.id, commit, files, set(needed)))
     return StageResult(repo, DOWNLOADED, commit, len(needed),
                        sum(listing[path].size for path in needed if path not in before))
@@ -296,7 +290,7 @@ def _against_listing(repo_dir: Path, commit: str, listed: RepoFile, hashes: Hash
     """Why a downloaded file is not the one the Hub lists ('' when it is). A wrong blob is
     removed, so that a rerun downloads it again; a right one gets a relative link."""
     blob = _blob_of(repo_dir, commit, listed.path)
-    if not blob.is_file():
+    if blob is None or not blob.is_file():
         return "not downloaded"
     if blob.stat().st_size != listed.size:
         why = f"{blob.stat().st_size} bytes, listed {listed.size}"
@@ -311,12 +305,13 @@ def _against_listing(repo_dir: Path, commit: str, listed: RepoFile, hashes: Hash
     return why
 
 
-def _blob_of(repo_dir: Path, commit: str, path: str) -> Path:
+def _blob_of(repo_dir: Path, commit: str, path: str) -> Path | None:
+    """The blob a snapshot link leads to (None: no link)."""
     link = repo_dir / "snapshots" / commit / path
     try:
         return Path(os.path.normpath(link.parent / os.readlink(link)))
     except OSError:
-        return repo_dir / "blobs" / "(no link)"
+        return None
 
 
 def _listed_blob(listed: RepoFile) -> str:
