@@ -4,6 +4,8 @@
 |---------------------|-----------------------------------------------------------|
 | CLUSTERPREP_NODES   | the nodes file or hostlist used when `--nodes` is absent  |
 | SHAREDDIR           | the shared folder, over the recipe's `[shared] dir`        |
+| SLURM_JOB_ID        | set inside a Slurm allocation: its job (older: SLURM_JOBID) |
+| SLURM_JOB_NODELIST  | the allocation's nodes (older: SLURM_NODELIST)             |
 """
 
 from __future__ import annotations
@@ -21,3 +23,21 @@ def shared_dir() -> str | None:
     """The shared folder from `$SHAREDDIR` (the tutorial's variable), or None when unset."""
     value = os.environ.get("SHAREDDIR", "").strip()
     return value or None
+
+
+def slurm_job_id() -> str | None:
+    """The Slurm job this process runs inside (`salloc`, `sbatch`, `srun`), or None."""
+    return _first_set("SLURM_JOB_ID", "SLURM_JOBID")
+
+
+def slurm_job_nodelist() -> str | None:
+    """The nodes of the allocation this process runs inside, as a Slurm hostlist, or None."""
+    return _first_set("SLURM_JOB_NODELIST", "SLURM_NODELIST")
+
+
+def _first_set(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
