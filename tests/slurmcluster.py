@@ -182,9 +182,11 @@ class SlurmCluster:
         ports = _free_ports(len(self.sim.nodes) + 1)
         self.ctld_port = ports[0]
         self.node_ports = {node.name: port for node, port in zip(self.sim.nodes, ports[1:])}
+        # Four CPUs a node (config_overrides: whatever the machine has), so that a test's own
+        # allocation leaves room for another job on the same nodes.
         nodes = "".join(
             f"NodeName={node.name} NodeAddr={node.address} Port={self.node_ports[node.name]} "
-            "CPUs=1 State=UNKNOWN\n" for node in self.sim.nodes)
+            "CPUs=4 State=UNKNOWN\n" for node in self.sim.nodes)
         self.conf.write_text(_SLURM_CONF.format(
             block=self.sim.block, head=socket.gethostname(), ctld_port=self.ctld_port,
             munge_socket=self.munge_socket, dir=self.dir, nodes=nodes,
@@ -230,6 +232,31 @@ class SlurmCluster:
         if proc is not None:
             _terminate(proc)
 
+    def follow_node_stops(self) -> None:
+        """From now on, a node's `stop()` also marks it down in Slurm, at once (slurmctld
+        itself concludes so only after SlurmdTimeout), and its `start()` starts its slurmd
+        again and returns it to service. Tests that stop nodes then tell the same story
+        through Slurm as over SSH."""
+        for node in self.sim.nodes:
+            stop, start = node.stop, node.start
+
+            def stopped(name: str = node.name, stop=stop) -> None:
+                stop()
+                self.stop_slurmd(name)
+                if self._slurmctld is not None:
+                    self.client(_tool("scontrol"), "update", f"nodename={name}", "state=down",
+                                "reason=node stopped", check=False)
+
+            def started(name: str = node.name, start=start) -> None:
+                start()
+                if self._slurmctld is not None:
+                    self.start_slurmd(name)
+                    self.client(_tool("scontrol"), "update", f"nodename={name}",
+                                "state=resume", check=False)
+                    self.wait_for_state([name], ("idle", "alloc", "mix"))
+
+            node.stop, node.start = stopped, started  # type: ignore[method-assign]
+
     # -- what Slurm says -----------------------------------------------------------------
 
     def client(self, *argv: str, check: bool = True, timeout: float = 30,
@@ -261,10 +288,11 @@ class SlurmCluster:
 
     def allocate(self, nodes: int | None = None, name: str = "clusterprep-test") -> str:
         """An allocation of `nodes` nodes (all by default) with no shell, as `salloc`
-        gives a user; returns its job id."""
+        gives a user; returns its job id. It outlives a node's failure (--no-kill), so tests
+        can stop a node and go on."""
         count = nodes or len(self.sim.nodes)
-        done = self.client(_tool("salloc"), f"-N{count}", "--no-shell", f"--job-name={name}",
-                           "--immediate=30")
+        done = self.client(_tool("salloc"), f"-N{count}", "--no-shell", "--no-kill",
+                           f"--job-name={name}", "--immediate=30")
         for line in (done.stderr + done.stdout).splitlines():
             if "Granted job allocation" in line:
                 return line.rsplit(" ", 1)[1]

@@ -124,16 +124,30 @@ def load_slurm_inventory(spec: str | None, job: str | None,
         nodes = [Node(name, name, head=i == 0, origin=source) for i, name in enumerate(names)]
         return Inventory(nodes, source, slurm=True, slurm_job=job)
     named = load_inventory(spec, cwd)
-    allocated = set(slurmctl.job_nodes(job)) if job is not None else None
     for node in named.nodes:
-        source, _, line = node.origin.rpartition(":")
-        where = (source, int(line)) if line.isdigit() else (node.origin, None)
         if node.user is not None:
-            raise InventoryError(where[0], f"{node.name}: through Slurm, steps run as you: "
-                                           "name the node without `user@`", where[1])
-        if allocated is not None and node.host not in allocated:
-            raise InventoryError(where[0], f"{node.name} is not in Slurm job {job}", where[1])
+            raise _refused(node, f"{node.name}: through Slurm, steps run as you: name the "
+                                 "node without `user@`")
+    if job is not None:
+        allocated = set(slurmctl.job_nodes(job))
+        outside = [node for node in named.nodes if node.host not in allocated]
+        # A node Slurm took out of the job (down, drained) is named later, as unreachable.
+        states = slurmctl.node_states([node.host for node in outside]) if outside else {}
+        for node in outside:
+            state = states.get(node.host)
+            if state is None:
+                raise _refused(node, f"Slurm knows no node {node.name}")
+            if state.usable:
+                raise _refused(node, f"{node.name} is not in Slurm job {job}")
     return Inventory(named.nodes, named.source, slurm=True, slurm_job=job)
+
+
+def _refused(node: Node, message: str) -> InventoryError:
+    """The error for a node, naming the file and line it was named on (`nodes.txt:3`)."""
+    source, _, line = node.origin.rpartition(":")
+    if line.isdigit():
+        return InventoryError(source, message, int(line))
+    return InventoryError(node.origin, message)
 
 
 def _looks_like_a_path(spec: str) -> bool:

@@ -222,7 +222,8 @@ class _Step:
         head, body = self.header(stdin, stdin_stream is not None)
         process = await asyncio.create_subprocess_exec(
             *self.argv(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, limit=1 << 20)
+            stderr=asyncio.subprocess.PIPE, limit=1 << 20,
+            start_new_session=True)  # Ctrl-C reaches us, not srun: we cancel the step
         assert process.stdin is not None and process.stdout is not None
         feeding = asyncio.ensure_future(self._feed(process.stdin, head, body, stdin_stream))
         reading = asyncio.ensure_future(asyncio.gather(
