@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from cluster import SimCluster, SimClusterError, _tail
+from cluster import SimCluster, SimClusterError, _child_pid, _tail
 
 __all__ = ["SlurmCluster", "check_slurm"]
 
@@ -231,6 +231,17 @@ class SlurmCluster:
         proc = self._slurmds.pop(name, None)
         if proc is not None:
             _terminate(proc)
+
+    def daemon_pids(self) -> dict[str, int]:
+        """Host-side PIDs of the running daemons: `slurmctld`, and each node's slurmd by name."""
+        pids = {}
+        if self._slurmctld is not None:
+            pids["slurmctld"] = self._slurmctld.pid  # setpriv execs the daemon: same PID
+        for name, launcher in self._slurmds.items():
+            child = _child_pid(launcher.pid)  # nsenter forks the slurmd
+            if child is not None:
+                pids[name] = child
+        return pids
 
     def follow_node_stops(self) -> None:
         """From now on, a node's `stop()` also marks it down in Slurm, at once (slurmctld

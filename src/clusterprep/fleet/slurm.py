@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import re
 import shlex
@@ -200,22 +199,25 @@ class _Step:
         ]
 
     def header(self, stdin: dict[str, bytes] | bytes | None, streamed: bool) -> tuple[bytes, bytes]:
-        """The agent and its header line, and the stdin bytes that follow them."""
+        """The agent and its header line (see probes/slurm_task.py), and the stdin bytes
+        that follow them: a part every node takes once, then each node's own part."""
         agent = probes.load("slurm_task").encode()
         names = [node.host for node in self.nodes]
         body = b""
-        layout: dict[str, object] | None = None
         if streamed:
-            layout = {"stream": True}
+            layout = "stream"
         elif isinstance(stdin, bytes):
-            layout, body = {"common": len(stdin), "parts": [0] * len(names)}, stdin
+            layout, body = ",".join([str(len(stdin))] + ["0"] * len(names)), stdin
         elif stdin is not None:
             parts = [stdin[name] for name in names]
             common = os.path.commonprefix(parts) if len(parts) > 1 else b""
-            layout = {"common": len(common), "parts": [len(p) - len(common) for p in parts]}
+            layout = ",".join([str(len(common))] + [str(len(p) - len(common)) for p in parts])
             body = common + b"".join(p[len(common):] for p in parts)
-        line = json.dumps({"command": self.command, "names": names, "stdin": layout})
-        return agent + line.encode() + b"\n", body
+        else:
+            layout = "-"
+        line = b" ".join([base64.b64encode(self.command.encode()),
+                          base64.b64encode("\n".join(names).encode()), layout.encode()])
+        return agent + line + b"\n", body
 
     async def run(self, stdin: dict[str, bytes] | bytes | None,
                   stdin_stream: AsyncIterator[bytes] | None, timeout: float | None) -> None:
@@ -270,9 +272,9 @@ class _Step:
                     self.on_output(by_host[host], stream, data)
             elif kind == b"S":
                 task.started = True
-                self.step_id = self.step_id or json.loads(payload).get("step")
+                self.step_id = self.step_id or payload.decode()
             elif kind == b"X":
-                task.exit_code = json.loads(payload)["code"]
+                task.exit_code = int(payload)
                 task.seconds = time.monotonic() - self.started
 
     async def _errors(self, reader: asyncio.StreamReader | None) -> None:

@@ -1,40 +1,42 @@
 """The task of a clusterprep Slurm job step: runs one command on its node, as sshd would.
 
 Not a probe: it prints frames, not one JSON object. `srun --input=all` gives every task of the
-step the same stdin: this script, then one JSON line (the command, the step's node names, how
-each node's stdin is laid out), then the stdin bytes. Each task keeps its own part.
+step the same stdin: this script, then one header line, then the stdin bytes. The header is
+`COMMAND NAMES LAYOUT`: the command and the step's node names (newline-separated) in base64,
+and how the stdin is laid out: `-` (none), `stream` (all of it is this node's), or
+`COMMON,PART0,PART1,...`: a part every node takes, then each node's own, in the names' order.
 
 Output goes back as lines that stay whole through srun: slurmstepd forwards a task's output in
 messages of whole lines up to 1024 bytes, and srun writes each message at once, so a line
 shorter than that is never cut or mixed with another task's. Each line is
-`INDEX KIND PAYLOAD`, INDEX the node's place in the header's list:
+`INDEX KIND PAYLOAD`, INDEX the node's place in the header's names:
 
-    S {"step": "JOB.STEP"}    the command started (the head cancels the step by this id)
-    O base64                  bytes the command wrote to stdout
-    E base64                  bytes it wrote to stderr
-    X {"code": N}             it ended: its exit status, or minus the signal that killed it
+    S JOB.STEP      the command started (the head cancels the step by this id)
+    O base64        bytes the command wrote to stdout
+    E base64        bytes it wrote to stderr
+    X N             it ended: its exit status, or minus the signal that killed it
 
-The command runs as `SHELL -c COMMAND` in the home folder with the environment sshd gives a
-command (HOME, USER, LOGNAME, SHELL, MAIL, sshd's PATH) plus the variables Slurm sets for the
-task; bash also reads ~/.bashrc first, as it does for `ssh node COMMAND`. Nothing of the
-head's own environment is passed (srun runs with --export=NONE).
+The command runs as `SHELL -c COMMAND` in the home folder, in a session of its own, with the
+environment sshd gives a command (HOME, USER, LOGNAME, SHELL, MAIL, sshd's PATH) plus the
+variables Slurm sets for the task; bash reads ~/.bashrc first, as it does under sshd. Nothing
+of the head's own environment comes along (srun runs with --export=NONE).
+
+Only built-in modules: this starts on every node for every command, so it imports nothing
+that costs (no json, re or subprocess).
 """
 
-import base64
-import json
+import binascii
 import os
 import pwd
-import selectors
+import select
 import signal
-import subprocess
 import sys
-import threading
 
 FRAME = 750  # bytes of output per line: 1000 base64 characters, under slurmstepd's 1024
 # sshd's PATH on Debian: _PATH_STDPATH, and SUPERUSER_PATH for root.
 SSHD_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
 SSHD_ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Set by the head's bootstrap only so that this Python leaves the locale variables alone.
+# PYTHONCOERCECLOCALE: set by the head's bootstrap only so that this Python adds no LC_CTYPE.
 NOT_PASSED_ON = ("PWD", "OLDPWD", "PYTHONCOERCECLOCALE")
 
 
@@ -46,7 +48,7 @@ def login_environment(user):
     return env
 
 
-def shell_command(user, command, env):
+def shell_argv(user, command, env):
     """bash run by sshd for a command reads ~/.bashrc (Debian's SSH_SOURCE_BASHRC); BASH_ENV
     does the same here and is dropped before the command runs."""
     shell = user.pw_shell or "/bin/sh"
@@ -58,100 +60,112 @@ def shell_command(user, command, env):
 
 class Frames:
     def __init__(self, index):
-        self.prefix = ("%d " % index).encode()
-        self.lock = threading.Lock()
+        self.prefix = str(index).encode() + b" "
 
     def send(self, kind, payload):
-        with self.lock:
-            os.write(1, self.prefix + kind + b" " + payload + b"\n")
+        os.write(1, self.prefix + kind + b" " + payload + b"\n")
 
     def data(self, kind, chunk):
         for start in range(0, len(chunk), FRAME):
-            self.send(kind, base64.b64encode(chunk[start:start + FRAME]))
+            self.send(kind, binascii.b2a_base64(chunk[start:start + FRAME], newline=False))
 
-    def control(self, kind, obj):
-        self.send(kind, json.dumps(obj).encode())
+
+def start(user, argv, env, stdin_wanted):
+    """Fork the command in a session of its own; its pid and our ends of its pipes."""
+    out, err = os.pipe(), os.pipe()
+    feed = os.pipe() if stdin_wanted else None
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            os.dup2(feed[0] if feed else os.open(os.devnull, os.O_RDONLY), 0)
+            os.dup2(out[1], 1)
+            os.dup2(err[1], 2)
+            os.closerange(3, 1 << 16)
+            os.chdir(user.pw_dir if os.path.isdir(user.pw_dir) else "/")
+            os.execve(argv[0], argv, env)
+        except OSError as e:
+            os.write(2, ("clusterprep: cannot start %s: %s\n" % (argv[0], e)).encode())
+        os._exit(127)
+    for fd in (out[1], err[1]) + ((feed[0],) if feed else ()):
+        os.close(fd)
+    return pid, out[0], err[0], feed[1] if feed else None
 
 
 def feed(source, layout, index, sink):
-    """Copy this node's stdin to the command, then read the step's stdin to its end (other
-    nodes' parts), so that slurmstepd never waits on us."""
+    """In a child process: copy this node's stdin to the command, then read the step's stdin
+    to its end (the other nodes' parts), so that slurmstepd never waits on this task."""
     try:
-        if layout.get("stream"):
+        if layout == "stream":
             while True:
                 chunk = source.read1(65536)
                 if not chunk:
                     break
-                sink.write(chunk)
-                sink.flush()
+                write_all(sink, chunk)
         else:
-            sink.write(source.read(layout["common"]))
-            parts = layout["parts"]
-            source.read(sum(parts[:index]))
-            sink.write(source.read(parts[index]))
-    except (BrokenPipeError, ValueError):
+            sizes = [int(size) for size in layout.split(",")]
+            write_all(sink, source.read(sizes[0]))
+            source.read(sum(sizes[1:1 + index]))
+            write_all(sink, source.read(sizes[1 + index]))
+    except OSError:
         pass  # the command exited without reading all its input, as `ssh` allows
-    finally:
-        try:
-            sink.close()
-        except OSError:
-            pass
+    os.close(sink)
     while source.read(65536):
         pass
 
 
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def main():
     source = sys.stdin.buffer
-    header = json.loads(source.readline())
-    names = header["names"]
+    command, names, layout = source.readline().split()
+    names = binascii.a2b_base64(names).decode().split("\n")
+    layout = layout.decode()
     node = os.environ.get("SLURMD_NODENAME", "")
     index = names.index(node) if node in names else int(os.environ.get("SLURM_PROCID", "0"))
     frames = Frames(index)
     user = pwd.getpwuid(os.getuid())
     env = login_environment(user)
-    layout = header.get("stdin")
-    home = user.pw_dir if os.path.isdir(user.pw_dir) else "/"
-    try:
-        process = subprocess.Popen(
-            shell_command(user, header["command"], env), cwd=home, env=env,
-            stdin=subprocess.PIPE if layout else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    except OSError as e:
-        frames.control(b"S", {"step": step_id()})
-        frames.data(b"E", ("clusterprep: cannot start %s: %s\n" % (user.pw_shell, e)).encode())
-        frames.control(b"X", {"code": 127})
-        return
+    argv = shell_argv(user, binascii.a2b_base64(command).decode(), env)
+    pid, out, err, sink = start(user, argv, env, layout != "-")
 
     def end_session(signum, frame):
         try:
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
         os._exit(128 + signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, end_session)
-    frames.control(b"S", {"step": step_id()})
-    if layout:
-        threading.Thread(target=feed, args=(source, layout, index, process.stdin),
-                         daemon=True).start()
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ, b"O")
-    selector.register(process.stderr, selectors.EVENT_READ, b"E")
-    open_pipes = 2
-    while open_pipes:
-        for key, _ in selector.select():
-            chunk = os.read(key.fileobj.fileno(), 65536)
+    frames.send(b"S", ("%s.%s" % (os.environ.get("SLURM_JOB_ID", ""),
+                                  os.environ.get("SLURM_STEP_ID", ""))).encode())
+    if sink is not None:
+        if os.fork() == 0:
+            os.close(out)
+            os.close(err)
+            feed(source, layout, index, sink)
+            os._exit(0)
+        os.close(sink)
+    poller = select.poll()
+    kinds = {out: b"O", err: b"E"}
+    for fd in kinds:
+        poller.register(fd, select.POLLIN)
+    while kinds:
+        for fd, _ in poller.poll():
+            chunk = os.read(fd, 65536)
             if chunk:
-                frames.data(key.data, chunk)
+                frames.data(kinds[fd], chunk)
             else:
-                selector.unregister(key.fileobj)
-                open_pipes -= 1
-    frames.control(b"X", {"code": process.wait()})
-
-
-def step_id():
-    return "%s.%s" % (os.environ.get("SLURM_JOB_ID", ""), os.environ.get("SLURM_STEP_ID", ""))
+                poller.unregister(fd)
+                del kinds[fd]
+    status = os.waitpid(pid, 0)[1]
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+    frames.send(b"X", str(code).encode())
 
 
 main()

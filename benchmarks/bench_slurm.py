@@ -1,0 +1,122 @@
+"""Through Slurm against through SSH: `run true` and `check` at 64 and 256 simulated nodes.
+
+One run, the same nodes: the simulated cluster of tests/cluster.py (one sshd per node) with a
+real Slurm on it (tests/slurmcluster.py: slurmctld here, one slurmd inside every node), and
+an allocation of all nodes, as after `salloc`. Each command is the whole clusterprep process,
+one untimed run first, then the median of --repeat; SSH with host keys learned and the
+`ssh -G` cache warm (a user's second command). Measured per command: wall time; head CPU
+(clusterprep and the processes it waits for: srun, or nothing but itself over SSH); the CPU
+of slurmctld (on a real cluster a controller machine of its own, not the head); and the
+nodes' CPU per node (their sshd or slurmd and everything under them, via a cpuacct cgroup).
+
+At 256 nodes the launch tree is measured twice: Slurm's default TreeWidth (50: srun reaches
+50 slurmds, which forward to the rest) and TreeWidth=256 (srun reaches every slurmd itself).
+
+Usage (as root): python3 benchmarks/bench_slurm.py [--sizes 64 256] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench_check import RECIPE
+from benchkit import NodeCpu, clusterprep, timed, timed_with_cpu
+from cluster import SimCluster
+from slurmcluster import SlurmCluster
+
+Timing = tuple[float, float, float, float | None]  # wall s, head CPU s, slurmctld CPU s, node CPU s/node
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds a running process has used (its threads included)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(sim: SimCluster, tree_width: int, repeat: int, work: Path,
+            ssh_too: bool) -> dict[str, Timing]:
+    with SlurmCluster(sim, tree_width=tree_width) as slurm:
+        job = slurm.allocate()
+        env_slurm = {"SLURM_CONF": str(slurm.conf)}
+        recipe = work / f"recipe{len(sim.nodes)}.toml"
+        recipe.write_text(RECIPE.format(shared=sim.shared))
+        check = ["-r", str(recipe), "--python", "/usr/bin/python3", "--json"]
+        ssh = ["-n", str(sim.nodes_file), "-F", str(sim.ssh_config)]
+        through = ["--slurm-job", job, "-n", str(sim.nodes_file)]
+        commands = {
+            f"run true, srun (TreeWidth {tree_width})": (clusterprep("run", *through, "--json",
+                                                                     "true"), env_slurm),
+            f"check, srun (TreeWidth {tree_width})": (clusterprep("check", *through, *check),
+                                                      env_slurm),
+        }
+        if ssh_too:
+            commands.update({"run true, SSH": (clusterprep("run", *ssh, "--json", "true"), {}),
+                             "check, SSH": (clusterprep("check", *ssh, *check), {})})
+        nodes = NodeCpu(sim)
+        pids = slurm.daemon_pids()
+        for name, pid in pids.items():
+            if name != "slurmctld" and nodes.group is not None:
+                (nodes.group / "cgroup.procs").write_text(f"{pid}\n")
+        try:
+            return {name: timed_runs(argv, {**env, **extra}, repeat, nodes, len(sim.nodes),
+                                     pids.get("slurmctld"))
+                    for name, ((argv, env), extra) in commands.items()}
+        finally:
+            nodes.close()
+
+
+def timed_runs(argv: list[str], env: dict[str, str], repeat: int, nodes: NodeCpu, size: int,
+               slurmctld: int | None) -> Timing:
+    timed(argv, env)  # warm the page cache and the ssh -G cache
+    walls, heads, controller, per_node = [], [], [], []
+    for _ in range(repeat):
+        before, ctld = nodes.seconds(), process_cpu(slurmctld)
+        wall, head = timed_with_cpu(argv, env)
+        after = nodes.seconds()
+        walls.append(wall)
+        heads.append(head)
+        controller.append(process_cpu(slurmctld) - ctld)
+        if before is not None and after is not None:
+            per_node.append((after - before) / size)
+    return (statistics.median(walls), statistics.median(heads), statistics.median(controller),
+            statistics.median(per_node) if per_node else None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rows: list[tuple[int, str, Timing]] = []
+    loads = []
+    with tempfile.TemporaryDirectory(prefix="bench-slurm-", dir="/tmp") as work:
+        for size in args.sizes:
+            with SimCluster(Path(work) / f"cluster{size}", size) as sim:
+                sim.learn_host_keys()
+                widths = [50, 256] if size > 50 else [50]
+                for i, width in enumerate(widths):
+                    loads.append(os.getloadavg()[0])
+                    timings = measure(sim, width, args.repeat, Path(work), ssh_too=i == 0)
+                    rows += [(size, name, timing) for name, timing in timings.items()]
+    print(f"machine: {os.cpu_count()} CPUs; load average before each set: "
+          + ", ".join(f"{load:.2f}" for load in loads))
+    print("| nodes | command | wall s | srun / SSH | head CPU s | head CPU ms per node | "
+          "slurmctld CPU s | node CPU ms per node |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    ssh = {(size, name.split(",")[0]): t[0] for size, name, t in rows if name.endswith("SSH")}
+    for size, name, (wall, head, ctld, node) in rows:
+        base = ssh.get((size, name.split(",")[0]))
+        ratio = f"{wall / base:.2f}" if base and not name.endswith("SSH") else "-"
+        node_text = f"{node * 1000:.1f}" if node is not None else "n/a"
+        print(f"| {size} | {name} | {wall:.3f} | {ratio} | {head:.3f} | "
+              f"{head / size * 1000:.2f} | {ctld:.3f} | {node_text} |")
+
+
+if __name__ == "__main__":
+    main()
