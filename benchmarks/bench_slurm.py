@@ -12,21 +12,35 @@ nodes' CPU per node (their sshd or slurmd and everything under them, via a cpuac
 At 256 nodes the launch tree is measured twice: Slurm's default TreeWidth (50: srun reaches
 50 slurmds, which forward to the rest) and TreeWidth=256 (srun reaches every slurmd itself).
 
+Then one stream from the head to one node (what `weights sync` sends the first node of its
+chain): --stream-mb MiB through srun's stdin against SSH's, and `sbcast` of a file of the same
+size (to every node of a 4-node allocation: its fan-out is its own), with the head's CPU.
+
 Usage (as root): python3 benchmarks/bench_slurm.py [--sizes 64 256] [--repeat 3]
+                 [--stream-mb 256]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import resource
 import statistics
+import subprocess
 import tempfile
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bench_check import RECIPE
 from benchkit import NodeCpu, clusterprep, timed, timed_with_cpu
 from cluster import SimCluster
 from slurmcluster import SlurmCluster
+
+from clusterprep.fleet import Fleet, SshOptions
+from clusterprep.fleet.slurm import SlurmOptions
+from clusterprep.inventory import parse_nodes_file
 
 Timing = tuple[float, float, float, float | None]  # wall s, head CPU s, slurmctld CPU s, node CPU s/node
 
@@ -88,10 +102,58 @@ def timed_runs(argv: list[str], env: dict[str, str], repeat: int, nodes: NodeCpu
             statistics.median(per_node) if per_node else None)
 
 
+def head_cpu() -> float:
+    """CPU seconds of this process and the children it waited for."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                         resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+async def one_stream(sim: SimCluster, job: str | None, mib: int) -> tuple[float, float]:
+    """Seconds and head CPU seconds to stream `mib` MiB to node02's `cat > /dev/null`."""
+    inventory = parse_nodes_file(sim.nodes_file)
+    slurm = SlurmOptions(job) if job else None
+    chunk = os.urandom(1 << 20)
+
+    async def stream() -> AsyncIterator[bytes]:
+        for _ in range(mib):
+            yield chunk
+
+    async with Fleet(inventory, SshOptions(config_file=str(sim.ssh_config)), slurm) as fleet:
+        transport = await fleet.transport(inventory.nodes[1])
+        await transport.run("true")  # connection (or allocation check) outside the timing
+        cpu, started = head_cpu(), time.monotonic()
+        result = await transport.run("cat > /dev/null", stdin_stream=stream())
+        assert result.ok, result
+        return time.monotonic() - started, head_cpu() - cpu
+
+
+def streams(mib: int, work: Path) -> dict[str, tuple[float, float]]:
+    with SimCluster(work / "stream", 4) as sim:
+        sim.learn_host_keys()
+        found = {"SSH stdin": asyncio.run(one_stream(sim, None, mib))}
+        with SlurmCluster(sim) as slurm:
+            job = slurm.allocate()
+            os.environ["SLURM_CONF"] = str(slurm.conf)
+            found["srun stdin"] = asyncio.run(one_stream(sim, job, mib))
+            source = work / "payload"
+            with open(source, "wb") as f:
+                for _ in range(mib):
+                    f.write(os.urandom(1 << 20))
+            cpu, started = head_cpu(), time.monotonic()
+            subprocess.run(["sbcast", f"--jobid={job}", "--force", str(source),
+                            "/tmp/clusterprep-sbcast-bench"], check=True, env=os.environ)
+            found["sbcast, 4 nodes"] = (time.monotonic() - started, head_cpu() - cpu)
+            for node in sim.nodes:
+                node.run("rm -f /tmp/clusterprep-sbcast-bench")
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--stream-mb", type=int, default=256)
     args = parser.parse_args()
     rows: list[tuple[int, str, Timing]] = []
     loads = []
@@ -104,6 +166,7 @@ def main() -> None:
                     loads.append(os.getloadavg()[0])
                     timings = measure(sim, width, args.repeat, Path(work), ssh_too=i == 0)
                     rows += [(size, name, timing) for name, timing in timings.items()]
+        sent = streams(args.stream_mb, Path(work)) if args.stream_mb else {}
     print(f"machine: {os.cpu_count()} CPUs; load average before each set: "
           + ", ".join(f"{load:.2f}" for load in loads))
     print("| nodes | command | wall s | srun / SSH | head CPU s | head CPU ms per node | "
@@ -116,7 +179,13 @@ def main() -> None:
         node_text = f"{node * 1000:.1f}" if node is not None else "n/a"
         print(f"| {size} | {name} | {wall:.3f} | {ratio} | {head:.3f} | "
               f"{head / size * 1000:.2f} | {ctld:.3f} | {node_text} |")
+    if sent:
+        print(f"\n| {args.stream_mb} MiB from the head | s | MiB/s | head CPU s |")
+        print("|---|---:|---:|---:|")
+        for name, (seconds, cpu) in sent.items():
+            print(f"| {name} | {seconds:.2f} | {args.stream_mb / seconds:.0f} | {cpu:.2f} |")
 
 
 if __name__ == "__main__":
     main()
+
