@@ -30,6 +30,8 @@ import test_up
 import test_wandb
 import test_weights
 from conftest import SRC
+
+from clusterprep.fleet.slurmctl import NodeState
 from test_check import checked_cluster  # noqa: F401  (fixtures the stories use)
 from test_up import venv_setup  # noqa: F401
 from test_wandb import files_holding, new_key, sim4  # noqa: F401
@@ -319,3 +321,12 @@ def test_named_nodes_without_an_allocation_get_one_for_the_run_only(cli, cluster
     own_job = outputs[0][0]
     jobs = slurm.client("squeue", "--noheader", "--format=%i").stdout.split()
     assert own_job not in jobs  # released when the command ended
+
+
+@pytest.mark.parametrize("state, usable", [
+    ("idle", True), ("mixed", True), ("allocated", True), ("completing", True),
+    ("draining", False), ("drained", False), ("down*", False), ("down", False),
+    ("allocated*", False), ("fail", False), ("unknown*", False),
+])
+def test_which_slurm_states_get_a_task(state, usable):
+    assert NodeState("node01", state, "10.0.0.1", None).usable is usable

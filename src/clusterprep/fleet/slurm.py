@@ -224,7 +224,7 @@ class _Step:
         head, body = self.header(stdin, stdin_stream is not None)
         process = await asyncio.create_subprocess_exec(
             *self.argv(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, limit=1 << 20,
+            stderr=asyncio.subprocess.PIPE, limit=1 << 20, env=srun_environment(),
             start_new_session=True)  # Ctrl-C reaches us, not srun: we cancel the step
         assert process.stdin is not None and process.stdout is not None
         feeding = asyncio.ensure_future(self._feed(process.stdin, head, body, stdin_stream))
@@ -325,6 +325,16 @@ class _Step:
         if self.ended is not None:
             return self.ended
         return NodeError(UNREACHABLE, f"the task never started on {node.host}: {detail}")
+
+
+def srun_environment() -> dict[str, str]:
+    """Ours, without the SLURM_* variables an sbatch or salloc set (SLURM_NTASKS,
+    SLURM_CPUS_PER_TASK, SLURM_GPUS_PER_TASK, ...): srun reads them as options, and they would
+    reshape our step of one task per node. The job is named by --jobid; the cluster's
+    configuration and selection stay."""
+    keep = ("SLURM_CONF", "SLURM_CLUSTERS")
+    return {key: value for key, value in os.environ.items()
+            if not key.startswith("SLURM_") or key in keep}
 
 
 class SrunTransport(Transport):
