@@ -30,12 +30,12 @@ import test_up
 import test_wandb
 import test_weights
 from conftest import SRC
-
-from clusterprep.fleet.slurmctl import NodeState
 from test_check import checked_cluster  # noqa: F401  (fixtures the stories use)
 from test_up import venv_setup  # noqa: F401
 from test_wandb import files_holding, new_key, sim4  # noqa: F401
 from test_weights import nodes, staging  # noqa: F401
+
+from clusterprep.fleet.slurmctl import NodeState
 
 # Which Slurm (and allocation) serves each cluster's nodes file, for `cli` below.
 _SLURM_OF: dict[str, tuple[slurmcluster.SlurmCluster, str]] = {}
