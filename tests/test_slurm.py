@@ -199,6 +199,22 @@ def test_a_drained_and_a_down_node_are_named_and_the_others_finish(cli, make_clu
     assert "node04: unreachable: Slurm reports node04 down" in " ".join(table.stdout.split())
 
 
+def test_a_slurmd_dead_while_slurm_still_lists_its_node_costs_only_that_node(
+        cli, make_cluster):
+    sim = make_cluster(3)
+    slurm, job = slurm_of(sim)
+    os.kill(slurm.daemon_pids()["node02"], signal.SIGKILL)  # Slurm notices only much later
+    result = cli("run", "-n", str(sim.nodes_file), "--json", "echo once >> ~/runs; hostname")
+    assert result.exit_code == 1
+    by_node = {n["node"]: n for n in result.json()["nodes"]}
+    assert by_node["node02"]["error"]["kind"] == "unreachable"
+    assert "Slurm could not start the task on node02" in by_node["node02"]["error"]["message"]
+    # srun aborted the whole step; the others ran the command in a step of their own, once.
+    for name in ("node01", "node03"):
+        assert by_node[name]["stdout"] == f"{name}\n" and by_node[name]["exit_code"] == 0
+        assert (sim.node(name).home / "runs").read_text() == "once\n"
+
+
 def node_processes(sim: cluster.SimCluster, pattern: str) -> dict[str, list[str]]:
     return {node.name: [line for line in node.run("ps -eo args").stdout.splitlines()
                         if pattern in line] for node in sim.nodes if node.running}

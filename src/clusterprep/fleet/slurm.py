@@ -129,23 +129,30 @@ class SlurmLauncher:
         or each node's own (by name); `stdin_stream`: streamed to a single node."""
         started = time.monotonic()
         await self.connect()
-        launch = [node for node in nodes if node.host not in self._unreachable]
-        step = _Step(self, launch, command, on_output)
+        results: dict[str, CommandResult] = {}
+        pending = [node for node in nodes if node.host not in self._unreachable]
         interrupted = False
-        if launch:
+        for _ in range(2):
+            if not pending:
+                break
+            step = _Step(self, pending, command, on_output)
             try:
                 await step.run(stdin, stdin_stream, timeout)
             except asyncio.CancelledError:
                 interrupted = True
                 _uncancel_current_task()
-        results = []
+            results.update({node.name: step.result(node) for node in pending})
+            # srun aborts the whole step when one node's launch fails; the nodes whose task
+            # had not begun the command then run it in a step of their own, once.
+            pending = [node for node in pending if step.aborted_before_start(node)]
+            if not pending or interrupted or stdin_stream is not None:
+                break
         for node in nodes:
-            if node.host in self._unreachable and node not in launch:
-                results.append(CommandResult(node.name, None, seconds=time.monotonic() - started,
-                                             error=self._unreachable[node.host]))
-            else:
-                results.append(step.result(node))
-        return results, interrupted
+            if node.name not in results:
+                results[node.name] = CommandResult(node.name, None,
+                                                   seconds=time.monotonic() - started,
+                                                   error=self._unreachable[node.host])
+        return [results[node.name] for node in nodes], interrupted
 
     def _next_step_name(self) -> str:
         self._steps += 1
@@ -306,19 +313,35 @@ class _Step:
             result.error = self._why_unfinished(node, task)
         return result
 
-    def _why_unfinished(self, node: Node, task: _Task) -> NodeError:
+    def launch_failures(self) -> dict[str, str]:
+        """The nodes where Slurm could not start a task, and why (srun's own words)."""
         srun_says = self.srun_stderr.decode(errors="replace")
-        for match in _LAUNCH_FAILED.finditer(srun_says):
-            if match.group(1) == node.host:
-                error = NodeError(UNREACHABLE, f"Slurm could not start the task on {node.host}: "
-                                               f"{match.group(2).strip()}")
-                self.launcher._unreachable[node.host] = error
-                return error
+        return {match.group(1): match.group(2).strip()
+                for match in _LAUNCH_FAILED.finditer(srun_says)}
+
+    def aborted_before_start(self, node: Node) -> bool:
+        """Whether the step ended for another node's failed launch before this node's task
+        began the command."""
+        failures = self.launch_failures()
+        return (bool(failures) and node.host not in failures and self.ended is None
+                and not self.tasks[node.host].started)
+
+    def _why_unfinished(self, node: Node, task: _Task) -> NodeError:
+        failures = self.launch_failures()
+        if node.host in failures:
+            error = NodeError(UNREACHABLE, f"Slurm could not start the task on {node.host}: "
+                                           f"{failures[node.host]}")
+            self.launcher._unreachable[node.host] = error
+            return error
+        srun_says = self.srun_stderr.decode(errors="replace")
         if self.ended is not None and (task.started or self.ended.kind == INTERRUPTED):
             return self.ended
         lines = [line.strip() for line in srun_says.splitlines() if line.strip()]
         about_node = [line for line in lines if node.host in line] or lines[-2:]
         detail = " | ".join(about_node[-2:]) or "srun said nothing"
+        if failures and task.started:
+            return NodeError(DISCONNECTED, "srun aborted the step, since Slurm could not start "
+                                           f"the task on {', '.join(failures)}; run again")
         if task.started:
             return NodeError(DISCONNECTED, f"the task on {node.host} ended before the command "
                                            f"did: {detail}")

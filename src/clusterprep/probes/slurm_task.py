@@ -11,7 +11,7 @@ messages of whole lines up to 1024 bytes, and srun writes each message at once, 
 shorter than that is never cut or mixed with another task's. Each line is
 `INDEX KIND PAYLOAD`, INDEX the node's place in the header's names:
 
-    S JOB.STEP      the command started (the head cancels the step by this id)
+    S JOB.STEP      the command starts now (the head cancels the step by this id)
     O base64        bytes the command wrote to stdout
     E base64        bytes it wrote to stderr
     X N             it ended: its exit status, or minus the signal that killed it
@@ -131,6 +131,10 @@ def main():
     user = pwd.getpwuid(os.getuid())
     env = login_environment(user)
     argv = shell_argv(user, binascii.a2b_base64(command).decode(), env)
+    # Before the command starts: a task that sent no S never ran it, so the head may start
+    # it again on this node when the step was aborted for another node's sake.
+    frames.send(b"S", ("%s.%s" % (os.environ.get("SLURM_JOB_ID", ""),
+                                  os.environ.get("SLURM_STEP_ID", ""))).encode())
     pid, out, err, sink = start(user, argv, env, layout != "-")
 
     def end_session(signum, frame):
@@ -142,8 +146,6 @@ def main():
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, end_session)
-    frames.send(b"S", ("%s.%s" % (os.environ.get("SLURM_JOB_ID", ""),
-                                  os.environ.get("SLURM_STEP_ID", ""))).encode())
     if sink is not None:
         if os.fork() == 0:
             os.close(out)
