@@ -29,6 +29,7 @@ import shlex
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from clusterprep import probes
 from clusterprep.fleet import slurmctl
@@ -126,7 +127,7 @@ class SlurmLauncher:
     ) -> tuple[list[CommandResult], bool]:
         """Run `command` on `nodes` in one job step; each node's result, in the given order,
         and whether the user interrupted (Ctrl-C). `stdin`: the same bytes for every node,
-        or each node's own (by name); `stdin_stream`: streamed to a single node."""
+        or each node's own (by host); `stdin_stream`: streamed to a single node."""
         started = time.monotonic()
         await self.connect()
         results: dict[str, CommandResult] = {}
@@ -142,6 +143,8 @@ class SlurmLauncher:
                 interrupted = True
                 _uncancel_current_task()
             results.update({node.name: step.result(node) for node in pending})
+            for host in step.launch_failures():  # not tried again in this invocation
+                self._unreachable[host] = step.launch_error(host)
             # srun aborts the whole step when one node's launch fails; the nodes whose task
             # had not begun the command then run it in a step of their own, once.
             pending = [node for node in pending if step.aborted_before_start(node)]
@@ -187,8 +190,7 @@ class _Step:
         self.started = time.monotonic()
 
     def argv(self) -> list[str]:
-        agent = probes.load("slurm_task").encode()
-        bootstrap = (f"import sys; exec(compile(sys.stdin.buffer.read({len(agent)}), "
+        bootstrap = (f"import sys; exec(compile(sys.stdin.buffer.read({len(_agent())}), "
                      "'slurm_task', 'exec'))")
         hosts = [node.host for node in self.nodes]
         return [
@@ -208,7 +210,6 @@ class _Step:
     def header(self, stdin: dict[str, bytes] | bytes | None, streamed: bool) -> tuple[bytes, bytes]:
         """The agent and its header line (see probes/slurm_task.py), and the stdin bytes
         that follow them: a part every node takes once, then each node's own part."""
-        agent = probes.load("slurm_task").encode()
         names = [node.host for node in self.nodes]
         body = b""
         if streamed:
@@ -224,7 +225,7 @@ class _Step:
             layout = "-"
         line = b" ".join([base64.b64encode(self.command.encode()),
                           base64.b64encode("\n".join(names).encode()), layout.encode()])
-        return agent + line + b"\n", body
+        return _agent() + line + b"\n", body
 
     async def run(self, stdin: dict[str, bytes] | bytes | None,
                   stdin_stream: AsyncIterator[bytes] | None, timeout: float | None) -> None:
@@ -270,19 +271,23 @@ class _Step:
                 host = names[int(index)]
             except (ValueError, IndexError):
                 continue  # not a frame: nothing but the tasks writes to srun's stdout
-            task = self.tasks[host]
-            if kind in (b"O", b"E"):
-                data = base64.b64decode(payload)
-                stream = "stdout" if kind == b"O" else "stderr"
-                (task.stdout if kind == b"O" else task.stderr).extend(data)
-                if self.on_output is not None:
-                    self.on_output(by_host[host], stream, data)
-            elif kind == b"S":
-                task.started = True
-                self.step_id = self.step_id or payload.decode()
-            elif kind == b"X":
-                task.exit_code = int(payload)
-                task.seconds = time.monotonic() - self.started
+            try:
+                self._frame(self.tasks[host], by_host[host], kind, payload)
+            except ValueError:
+                continue  # a frame cut short (its task was killed while writing it)
+
+    def _frame(self, task: _Task, node: str, kind: bytes, payload: bytes) -> None:
+        if kind in (b"O", b"E"):
+            data = base64.b64decode(payload, validate=True)
+            (task.stdout if kind == b"O" else task.stderr).extend(data)
+            if self.on_output is not None:
+                self.on_output(node, "stdout" if kind == b"O" else "stderr", data)
+        elif kind == b"S":
+            task.started = True
+            self.step_id = self.step_id or payload.decode()
+        elif kind == b"X":
+            task.exit_code = int(payload)
+            task.seconds = time.monotonic() - self.started
 
     async def _errors(self, reader: asyncio.StreamReader | None) -> None:
         if reader is not None:
@@ -319,6 +324,10 @@ class _Step:
         return {match.group(1): match.group(2).strip()
                 for match in _LAUNCH_FAILED.finditer(srun_says)}
 
+    def launch_error(self, host: str) -> NodeError:
+        return NodeError(UNREACHABLE, f"Slurm could not start the task on {host}: "
+                                      f"{self.launch_failures()[host]}")
+
     def aborted_before_start(self, node: Node) -> bool:
         """Whether the step ended for another node's failed launch before this node's task
         began the command."""
@@ -329,10 +338,7 @@ class _Step:
     def _why_unfinished(self, node: Node, task: _Task) -> NodeError:
         failures = self.launch_failures()
         if node.host in failures:
-            error = NodeError(UNREACHABLE, f"Slurm could not start the task on {node.host}: "
-                                           f"{failures[node.host]}")
-            self.launcher._unreachable[node.host] = error
-            return error
+            return self.launch_error(node.host)
         srun_says = self.srun_stderr.decode(errors="replace")
         if self.ended is not None and (task.started or self.ended.kind == INTERRUPTED):
             return self.ended
@@ -348,6 +354,12 @@ class _Step:
         if self.ended is not None:
             return self.ended
         return NodeError(UNREACHABLE, f"the task never started on {node.host}: {detail}")
+
+
+@lru_cache(maxsize=1)
+def _agent() -> bytes:
+    """The task script every step runs (probes/slurm_task.py)."""
+    return probes.load("slurm_task").encode()
 
 
 def srun_environment() -> dict[str, str]:
