@@ -56,6 +56,8 @@ def _start(root, n: int) -> tuple[cluster.SimCluster, slurmcluster.SlurmCluster]
         if all(node.running for node in sim.nodes):
             break
         sim.stop()
+    else:
+        raise cluster.SimClusterError(f"{n} nodes never all started under {root}")
     slurm = slurmcluster.SlurmCluster(sim)
     try:
         slurm.start()
