@@ -188,7 +188,7 @@ class SlurmCluster:
             f"NodeName={node.name} NodeAddr={node.address} Port={self.node_ports[node.name]} "
             "CPUs=4 State=UNKNOWN\n" for node in self.sim.nodes)
         self.conf.write_text(_SLURM_CONF.format(
-            block=self.sim.block, head=socket.gethostname(), ctld_port=self.ctld_port,
+            block=self.sim.block, head=socket.gethostname().split(".")[0], ctld_port=self.ctld_port,
             munge_socket=self.munge_socket, dir=self.dir, nodes=nodes,
             tree_width=self.tree_width))
 
