@@ -42,7 +42,8 @@ from clusterprep.fleet import Fleet, SshOptions
 from clusterprep.fleet.slurm import SlurmOptions
 from clusterprep.inventory import parse_nodes_file
 
-Timing = tuple[float, float, float, float | None]  # wall s, head CPU s, slurmctld CPU s, node CPU s/node
+# Median wall s, head CPU s, slurmctld CPU s, node CPU s per node (None: no cpuacct cgroup).
+Timing = tuple[float, float, float, float | None]
 
 
 def process_cpu(pid: int | None) -> float:

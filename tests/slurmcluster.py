@@ -188,9 +188,9 @@ class SlurmCluster:
             f"NodeName={node.name} NodeAddr={node.address} Port={self.node_ports[node.name]} "
             "CPUs=4 State=UNKNOWN\n" for node in self.sim.nodes)
         self.conf.write_text(_SLURM_CONF.format(
-            block=self.sim.block, head=socket.gethostname().split(".")[0], ctld_port=self.ctld_port,
-            munge_socket=self.munge_socket, dir=self.dir, nodes=nodes,
-            tree_width=self.tree_width))
+            block=self.sim.block, head=socket.gethostname().split(".")[0],
+            ctld_port=self.ctld_port, munge_socket=self.munge_socket, dir=self.dir,
+            nodes=nodes, tree_width=self.tree_width))
 
     def _start_munged(self) -> None:
         key = self.dir / "munge" / "munge.key"
@@ -207,7 +207,8 @@ class SlurmCluster:
         deadline = time.monotonic() + 10
         while not self.munge_socket.exists():
             if self._munged.poll() is not None or time.monotonic() > deadline:
-                raise SimClusterError(f"munged did not start: {_tail(self.dir / 'munge' / 'munged.out')}")
+                raise SimClusterError(
+                    f"munged did not start: {_tail(self.dir / 'munge' / 'munged.out')}")
             time.sleep(0.02)
 
     def _daemon(self, argv: list[str], log: Path) -> subprocess.Popen:

@@ -207,7 +207,8 @@ class _Step:
             f"{shlex.quote(bootstrap)}",
         ]
 
-    def header(self, stdin: dict[str, bytes] | bytes | None, streamed: bool) -> tuple[bytes, bytes]:
+    def header(self, stdin: dict[str, bytes] | bytes | None,
+               streamed: bool) -> tuple[bytes, bytes]:
         """The agent and its header line (see probes/slurm_task.py), and the stdin bytes
         that follow them: a part every node takes once, then each node's own part."""
         names = [node.host for node in self.nodes]
