@@ -149,7 +149,8 @@ class SlurmCluster:
     # -- start and stop ------------------------------------------------------------------
 
     def start(self) -> None:
-        """Write the configuration, start every daemon, and wait until every node is idle."""
+        """Write the configuration, start every daemon with no state from an earlier start
+        (`-c`), and wait until every node is idle."""
         reason = check_slurm()
         if reason is not None:
             raise SimClusterError(reason)
@@ -157,7 +158,8 @@ class SlurmCluster:
             self._write_files()
             self._start_munged()
             self._slurmctld = self._daemon(
-                [_tool("slurmctld"), "-D", "-i", "-f", str(self.conf)], self.dir / "slurmctld.out")
+                [_tool("slurmctld"), "-D", "-c", "-i", "-f", str(self.conf)],
+                self.dir / "slurmctld.out")
             for node in self.sim.nodes:
                 self.start_slurmd(node.name)
             self.wait_for_state([node.name for node in self.sim.nodes], ("idle",))
@@ -225,7 +227,7 @@ class SlurmCluster:
         """Start the node's slurmd inside its namespaces (mount, UTS, PID)."""
         node = self.sim.node(name)
         argv = [_tool("nsenter"), "-t", str(node.pid), "-m", "-u", "-p", "--",
-                _tool("slurmd"), "-D", "-f", str(self.conf), "-N", name]
+                _tool("slurmd"), "-D", "-c", "-f", str(self.conf), "-N", name]
         self._slurmds[name] = self._daemon(argv, self.dir / f"slurmd-{name}.out")
 
     def stop_slurmd(self, name: str) -> None:
