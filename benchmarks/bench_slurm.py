@@ -46,6 +46,28 @@ from clusterprep.inventory import parse_nodes_file
 Timing = tuple[float, float, float, float | None]
 
 
+def busy_share(seconds: float = 2.0) -> float:
+    """The share of this machine's CPU time that was busy over the next `seconds`."""
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def settle(limit: float = 120.0) -> float:
+    """Wait (at most `limit` s) until the machine is quiet: a cluster's start leaves the
+    load average high for minutes, so the CPU's idle time is what is watched. The busy share
+    last seen."""
+    deadline = time.monotonic() + limit
+    while (busy := busy_share()) > 0.25 and time.monotonic() < deadline:
+        pass
+    return busy
+
+
 def process_cpu(pid: int | None) -> float:
     """CPU seconds a running process has used (its threads included)."""
     if pid is None:
@@ -54,10 +76,11 @@ def process_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(sim: SimCluster, tree_width: int, repeat: int, work: Path,
-            ssh_too: bool) -> dict[str, Timing]:
+def measure(sim: SimCluster, tree_width: int, repeat: int, work: Path, ssh_too: bool,
+            quiet: list[float]) -> dict[str, Timing]:
     with SlurmCluster(sim, tree_width=tree_width) as slurm:
         job = slurm.allocate()
+        quiet.append(settle())
         env_slurm = {"SLURM_CONF": str(slurm.conf)}
         recipe = work / f"recipe{len(sim.nodes)}.toml"
         recipe.write_text(RECIPE.format(shared=sim.shared))
@@ -157,19 +180,20 @@ def main() -> None:
     parser.add_argument("--stream-mb", type=int, default=256)
     args = parser.parse_args()
     rows: list[tuple[int, str, Timing]] = []
-    loads = []
+    loads: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-slurm-", dir="/tmp") as work:
         for size in args.sizes:
             with SimCluster(Path(work) / f"cluster{size}", size) as sim:
                 sim.learn_host_keys()
                 widths = [50, 256] if size > 50 else [50]
                 for i, width in enumerate(widths):
-                    loads.append(os.getloadavg()[0])
-                    timings = measure(sim, width, args.repeat, Path(work), ssh_too=i == 0)
+                    timings = measure(sim, width, args.repeat, Path(work), ssh_too=i == 0,
+                                      quiet=loads)
                     rows += [(size, name, timing) for name, timing in timings.items()]
         sent = streams(args.stream_mb, Path(work)) if args.stream_mb else {}
-    print(f"machine: {os.cpu_count()} CPUs; load average before each set: "
-          + ", ".join(f"{load:.2f}" for load in loads))
+    print(f"machine: {os.cpu_count()} CPUs; CPU busy before each set (others' work "
+          "included): " + ", ".join(f"{busy:.0%}" for busy in loads)
+          + f"; load average at the end: {os.getloadavg()[0]:.2f}")
     print("| nodes | command | wall s | srun / SSH | head CPU s | head CPU ms per node | "
           "slurmctld CPU s | node CPU ms per node |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
