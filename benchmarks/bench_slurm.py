@@ -87,7 +87,13 @@ def measure(sim: SimCluster, tree_width: int, repeat: int, work: Path, ssh_too: 
         check = ["-r", str(recipe), "--python", "/usr/bin/python3", "--json"]
         ssh = ["-n", str(sim.nodes_file), "-F", str(sim.ssh_config)]
         through = ["--slurm-job", job, "-n", str(sim.nodes_file)]
+        size = len(sim.nodes)
+        bare = ["srun", f"--jobid={job}", f"--nodes={size}", f"--ntasks={size}",
+                "--ntasks-per-node=1", "--overlap", "/bin/true"]
         commands = {
+            # Slurm's own floor: a step of /bin/true, no clusterprep and no task script.
+            f"srun /bin/true alone (TreeWidth {tree_width})": ((bare, dict(os.environ)),
+                                                              env_slurm),
             f"run true, srun (TreeWidth {tree_width})": (clusterprep("run", *through, "--json",
                                                                      "true"), env_slurm),
             f"check, srun (TreeWidth {tree_width})": (clusterprep("check", *through, *check),
@@ -173,6 +179,11 @@ def streams(mib: int, work: Path) -> dict[str, tuple[float, float]]:
     return found
 
 
+def _compared(name: str) -> str:
+    """The SSH row a row is compared with: `run true` for `run true` and `/bin/true`."""
+    return "check" if name.startswith("check") else "run true"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
@@ -197,9 +208,9 @@ def main() -> None:
     print("| nodes | command | wall s | srun / SSH | head CPU s | head CPU ms per node | "
           "slurmctld CPU s | node CPU ms per node |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
-    ssh = {(size, name.split(",")[0]): t[0] for size, name, t in rows if name.endswith("SSH")}
+    ssh = {(size, _compared(name)): t[0] for size, name, t in rows if name.endswith("SSH")}
     for size, name, (wall, head, ctld, node) in rows:
-        base = ssh.get((size, name.split(",")[0]))
+        base = ssh.get((size, _compared(name)))
         ratio = f"{wall / base:.2f}" if base and not name.endswith("SSH") else "-"
         node_text = f"{node * 1000:.1f}" if node is not None else "n/a"
         print(f"| {size} | {name} | {wall:.3f} | {ratio} | {head:.3f} | "

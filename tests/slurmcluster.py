@@ -22,6 +22,7 @@ Typical use::
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -104,17 +105,20 @@ def _tool(name: str) -> str:
 
 
 def _free_ports(count: int) -> list[int]:
-    """`count` TCP ports nothing listens on now (held open together, so all distinct)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+    """`count` distinct TCP ports free on every address now, below Linux's ephemeral range
+    (32768 and up), so that no client's outgoing connection can take one before its daemon
+    binds it."""
+    ports: list[int] = []
+    for port in random.sample(range(10000, 32000), 4 * count + 16):
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise SimClusterError(f"no {count} free TCP ports between 10000 and 32000")
 
 
 class SlurmCluster:
@@ -290,6 +294,12 @@ class SlurmCluster:
         names = list(names)
         deadline = time.monotonic() + timeout
         while True:
+            for name in names:
+                proc = self._slurmds.get(name)
+                if proc is not None and proc.poll() is not None:
+                    out = self.dir / f"slurmd-{name}.out"
+                    raise SimClusterError(f"{name}'s slurmd exited ({proc.returncode}); "
+                                          f"tail of {out}:\n{_tail(out)}")
             states = self.states()
             if all(states.get(name) in wanted for name in names):
                 return

@@ -250,7 +250,7 @@ def test_ctrl_c_cancels_the_step_on_every_node_and_keeps_what_finished(cluster4,
     rows = {n["node"]: n for n in json.loads(out)["nodes"]}
     assert rows["node01"]["exit_code"] == 0 and rows["node01"]["stdout"] == "hello from node01\n"
     for name in ("node02", "node03", "node04"):
-        assert rows[name]["error"]["kind"] == "interrupted"
+        assert (rows[name]["error"] or {}).get("kind") == "interrupted", rows[name]
         assert rows[name]["stdout"] == f"hello from {name}\n"
     assert node_processes(cluster4, "sleep 60") == {n.name: [] for n in cluster4.nodes}
 

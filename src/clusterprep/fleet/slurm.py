@@ -286,7 +286,9 @@ class _Step:
         elif kind == b"S":
             task.started = True
             self.step_id = self.step_id or payload.decode()
-        elif kind == b"X":
+        elif kind == b"X" and self.ended is None:
+            # Once we cancel, an exit is our kill's doing: Slurm kills the step's processes
+            # one by one, so a shell may see its child die, and report it, before it dies.
             task.exit_code = int(payload)
             task.seconds = time.monotonic() - self.started
 
