@@ -25,6 +25,7 @@ import pytest
 import cluster
 import slurmcluster
 import test_check
+import test_faults
 import test_run
 import test_up
 import test_wandb
@@ -109,21 +110,34 @@ def slurm_of(sim: cluster.SimCluster) -> tuple[slurmcluster.SlurmCluster, str]:
     return _SLURM_OF[str(sim.nodes_file)]
 
 
+def through_slurm(args: tuple[str, ...], env: dict[str, str] | None
+                  ) -> tuple[list[str], dict[str, str] | None]:
+    """A command line whose `-n` names a Slurm cluster's nodes file, sent through its Slurm:
+    `--slurm-job JOB` added, `-F` dropped, SLURM_CONF set."""
+    words = list(args)
+    if "-n" not in words or words[words.index("-n") + 1] not in _SLURM_OF:
+        return words, env
+    slurm, job = _SLURM_OF[words[words.index("-n") + 1]]
+    if "-F" in words:
+        del words[words.index("-F"):words.index("-F") + 2]
+    command = 2 if words[0] in ("weights", "wandb", "down") else 1
+    words[command:command] = ["--slurm-job", job]
+    return words, {**slurm.env, **(env or {})}
+
+
 @pytest.fixture
 def cli(cli):
-    """The conftest's `cli`, sent through Slurm when its `-n` names a Slurm cluster's nodes."""
+    """The conftest's `cli` (and its start/finish), through Slurm for a Slurm cluster's nodes."""
 
     def run(*args: str, env: dict[str, str] | None = None, **options):
-        args = list(args)
-        if "-n" in args and args[args.index("-n") + 1] in _SLURM_OF:
-            slurm, job = _SLURM_OF[args[args.index("-n") + 1]]
-            if "-F" in args:
-                del args[args.index("-F"):args.index("-F") + 2]
-            words = 2 if args[0] in ("weights", "wandb", "down") else 1
-            args[words:words] = ["--slurm-job", job]
-            env = {**slurm.env, **(env or {})}
-        return cli(*args, env=env, **options)
+        words, env = through_slurm(args, env)
+        return cli(*words, env=env, **options)
 
+    def start(*args: str, env: dict[str, str] | None = None, **options):
+        words, env = through_slurm(args, env)
+        return cli.start(*words, env=env, **options)
+
+    run.start, run.finish = start, cli.finish  # type: ignore[attr-defined]
     return run
 
 
@@ -141,6 +155,7 @@ SSH_STORIES = [
     test_check.test_identical_nodes_pass_with_no_findings,
     test_weights.test_sync_makes_every_cache_byte_identical_to_staging_with_links_kept,
     test_wandb.test_login_never_shows_the_key_to_any_process_and_writes_it_as_wandb_does,
+    test_faults.test_a_bashrc_that_exits_is_named_as_the_cause_not_an_empty_probe_failure,
 ]
 
 

@@ -35,6 +35,7 @@ from clusterprep import probes
 from clusterprep.fleet import slurmctl
 from clusterprep.fleet.gather import fold
 from clusterprep.fleet.slurmctl import NodeState
+from clusterprep.fleet.ssh import _startup_failure as startup_failure
 from clusterprep.fleet.transport import (
     COMMAND_TIMEOUT,
     DISCONNECTED,
@@ -170,6 +171,7 @@ class _Task:
     stderr: bytearray = field(default_factory=bytearray)
     started: bool = False
     exit_code: int | None = None
+    began: bool = True  # False: the shell exited before the command (its startup files)
     seconds: float = 0.0
 
 
@@ -289,7 +291,8 @@ class _Step:
         elif kind == b"X" and self.ended is None:
             # Once we cancel, an exit is our kill's doing: Slurm kills the step's processes
             # one by one, so a shell may see its child die, and report it, before it dies.
-            task.exit_code = int(payload)
+            code, _, began = payload.partition(b" ")
+            task.exit_code, task.began = int(code), began != b"0"
             task.seconds = time.monotonic() - self.started
 
     async def _errors(self, reader: asyncio.StreamReader | None) -> None:
@@ -319,6 +322,8 @@ class _Step:
                                seconds)
         if task.exit_code is None:
             result.error = self._why_unfinished(node, task)
+        elif not task.began:
+            result.error = startup_failure(result)
         return result
 
     def launch_failures(self) -> dict[str, str]:

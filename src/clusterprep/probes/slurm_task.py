@@ -14,7 +14,9 @@ shorter than that is never cut or mixed with another task's. Each line is
     S JOB.STEP      the command starts now (the head cancels the step by this id)
     O base64        bytes the command wrote to stdout
     E base64        bytes it wrote to stderr
-    X N             it ended: its exit status, or minus the signal that killed it
+    X N B           it ended: its exit status (or minus the signal that killed it), and
+                    B is 1 when the command began, 0 when the shell exited first (an `exit`
+                    in ~/.bashrc, say)
 
 The command runs as `SHELL -c COMMAND` in the home folder, in a session of its own, with the
 environment sshd gives a command (HOME, USER, LOGNAME, SHELL, MAIL, sshd's PATH) plus the
@@ -48,14 +50,18 @@ def login_environment(user):
     return env
 
 
+BEGAN_FD = 3  # the shell writes one byte there just before the command, then closes it
+
+
 def shell_argv(user, command, env):
     """bash run by sshd for a command reads ~/.bashrc (Debian's SSH_SOURCE_BASHRC); BASH_ENV
     does the same here and is dropped before the command runs."""
     shell = user.pw_shell or "/bin/sh"
+    began = "printf . >&%d; exec %d>&-; " % (BEGAN_FD, BEGAN_FD)
     if os.path.basename(shell) == "bash":
         env["BASH_ENV"] = os.path.join(user.pw_dir, ".bashrc")
-        command = "unset BASH_ENV; " + command
-    return [shell, "-c", command]
+        began = "unset BASH_ENV; " + began
+    return [shell, "-c", began + command]
 
 
 class Frames:
@@ -72,7 +78,7 @@ class Frames:
 
 def start(user, argv, env, stdin_wanted):
     """Fork the command in a session of its own; its pid and our ends of its pipes."""
-    out, err = os.pipe(), os.pipe()
+    out, err, began = os.pipe(), os.pipe(), os.pipe()
     feed = os.pipe() if stdin_wanted else None
     pid = os.fork()
     if pid == 0:
@@ -81,14 +87,15 @@ def start(user, argv, env, stdin_wanted):
             os.dup2(feed[0] if feed else os.open(os.devnull, os.O_RDONLY), 0)
             os.dup2(out[1], 1)
             os.dup2(err[1], 2)  # the pipes' own descriptors close on exec (Python's default)
+            os.dup2(began[1], BEGAN_FD)
             os.chdir(user.pw_dir if os.path.isdir(user.pw_dir) else "/")
             os.execve(argv[0], argv, env)
         except OSError as e:
             os.write(2, ("clusterprep: cannot start %s: %s\n" % (argv[0], e)).encode())
         os._exit(127)
-    for fd in (out[1], err[1]) + ((feed[0],) if feed else ()):
+    for fd in (out[1], err[1], began[1]) + ((feed[0],) if feed else ()):
         os.close(fd)
-    return pid, out[0], err[0], feed[1] if feed else None
+    return pid, out[0], err[0], began[0], feed[1] if feed else None
 
 
 def feed(source, layout, index, sink):
@@ -134,7 +141,7 @@ def main():
     # it again on this node when the step was aborted for another node's sake.
     frames.send(b"S", ("%s.%s" % (os.environ.get("SLURM_JOB_ID", ""),
                                   os.environ.get("SLURM_STEP_ID", ""))).encode())
-    pid, out, err, sink = start(user, argv, env, layout != "-")
+    pid, out, err, began, sink = start(user, argv, env, layout != "-")
 
     def end_session(signum, frame):
         try:
@@ -147,8 +154,8 @@ def main():
         _signal.signal(signum, end_session)
     if sink is not None:
         if os.fork() == 0:
-            os.close(out)
-            os.close(err)
+            for fd in (out, err, began):
+                os.close(fd)
             feed(source, layout, index, sink)
             os._exit(0)
         os.close(sink)
@@ -166,7 +173,12 @@ def main():
                 del kinds[fd]
     status = os.waitpid(pid, 0)[1]
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-    frames.send(b"X", str(code).encode())
+    os.set_blocking(began, False)  # its byte is there if the command began: never wait
+    try:
+        began_command = len(os.read(began, 1))
+    except BlockingIOError:  # something the startup files left running still holds the pipe
+        began_command = 0
+    frames.send(b"X", b"%d %d" % (code, began_command))
 
 
 main()
