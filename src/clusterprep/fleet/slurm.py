@@ -9,7 +9,9 @@ per node, `NodeError`s of the same kinds.
 - Stdin: every task reads the step's stdin (`--input=all`); where nodes need different stdin,
   the part they share travels once and each task keeps its own part of the rest.
 - Nodes that Slurm reports down, drained or not responding get no task; they are named, and
-  the other nodes run. A node whose task never started is named too.
+  the other nodes run. A node whose task never started is named too. srun aborts a whole
+  step when one node's launch fails: the nodes whose task had not begun the command then run
+  it in a step of their own, once.
 - A timeout or Ctrl-C cancels the step (`scancel --signal=KILL JOB.STEP`): Slurm kills the
   tasks' processes on every node.
 - Nothing of the head's environment reaches the nodes (`--export=NONE`), so a secret in it
