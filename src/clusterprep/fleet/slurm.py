@@ -37,7 +37,6 @@ from clusterprep import probes
 from clusterprep.fleet import slurmctl
 from clusterprep.fleet.gather import fold
 from clusterprep.fleet.slurmctl import NodeState
-from clusterprep.fleet.ssh import _startup_failure as startup_failure
 from clusterprep.fleet.transport import (
     COMMAND_TIMEOUT,
     DISCONNECTED,
@@ -49,6 +48,7 @@ from clusterprep.fleet.transport import (
     OutputCallback,
     Transport,
     feed,
+    startup_failure,
 )
 from clusterprep.inventory import Node
 
