@@ -59,8 +59,7 @@ def log(text: str) -> None:
 # -- the weights ---------------------------------------------------------------------------
 
 def stage(folder: Path, size_mb: int) -> Path:
-    """SIZE MB of random weights in 4 blobs, staged in the hub layout (with the manifest's
-    hash cache, as `weights stage` leaves it)."""
+    """SIZE MB of random weights in 4 blobs, laid out in the hub layout and staged there."""
     staging = folder / f"staging-{size_mb}"
     repo = staging / ("models--" + REPO.replace("/", "--"))
     if (staging / ".complete").exists():
@@ -76,11 +75,17 @@ def stage(folder: Path, size_mb: int) -> Path:
         link = repo / "snapshots" / COMMIT / f"model-{i:05d}-of-00004.safetensors"
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(f"../../blobs/{name}")
-    from clusterprep.weights.manifest import build
-    from clusterprep.weights.spec import RepoRef
-    build(staging, (RepoRef(REPO),))  # hashes once, into the staging's hash cache
+    staged_in_place(staging)
     (staging / ".complete").write_text("")
     return staging
+
+
+def staged_in_place(staging: Path) -> None:
+    """A cache laid out by hand counts as staged once `weights stage` has checked and
+    recorded it where it lies (and hashed it, into the staging's hash cache)."""
+    argv, env = clusterprep("weights", "stage", "--from-cache", str(staging), "--staging",
+                            str(staging), "--repo", REPO)
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
 def staged_size(staging: Path) -> int:

@@ -333,23 +333,3 @@ def make_base_python(prefix: Path) -> Path:
     site = stdlib / "dist-packages"  # Debian's python names its site folders so
     site.mkdir()
     return site
-
-
-def fake_nvidia_smi(home: Path, gpus: int, model: str = "NVIDIA H100 80GB HBM3",
-                    driver: str = "550.54.15") -> None:
-    """Give one node an `nvidia-smi` (in ~/bin, put first on PATH by ~/.bashrc) that answers
-    the queries clusterprep makes as a node with `gpus` GPUs would. Stands in for the driver,
-    which this machine has no GPU for; clusterprep's own code path is the real one."""
-    bin_dir = home / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    rows = "".join(f"{model}, {driver}\\n" for _ in range(gpus))
-    script = bin_dir / "nvidia-smi"
-    script.write_text(
-        "#!/bin/sh\n"
-        'case "$*" in\n'
-        f'  *--query-gpu=name,driver_version*) printf "{rows}" ;;\n'
-        f'  *--query-gpu=driver_version*) printf "{driver}\\n" ;;\n'
-        '  *) echo "fake nvidia-smi: unsupported query: $*" >&2; exit 2 ;;\n'
-        "esac\n")
-    script.chmod(0o755)
-    add_to_bashrc(home, 'export PATH="/root/bin:$PATH"')

@@ -7,6 +7,7 @@ Faults are real (faultkit.py): a node's SSH sessions `kill -9`ed, every process 
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -73,7 +74,9 @@ def test_no_command_ends_in_a_traceback_when_a_node_drops_at_any_moment(
     assert result.exit_code in (0, 1), result.stdout + result.stderr
     assert result.stdout.strip(), "a report, whatever happened"
     if killed and killed[0] and name == "run":  # the others may be done when the kill lands
-        assert result.exit_code == 1 and "node02: disconnected" in result.stderr
+        assert result.exit_code == 1  # lost while connecting, or while the command ran:
+        assert re.search(r"node02: (unreachable|disconnected): .*[Cc]onnection lost",
+                         result.stderr), result.stderr
 
 
 def test_a_frozen_node_is_cut_out_as_hung_and_the_others_finish(cluster4, cli):
@@ -142,8 +145,8 @@ def test_unresolvable_names_are_dns_failures_even_when_the_resolver_is_slow(cli,
 @pytest.mark.parametrize("option, value, says", [
     ("--fanout", "abc", "expected a whole number, got 'abc'"),
     ("--fanout", "0", "must be at least 1"),
-    ("--connect-timeout", "nan", "must be a finite number above 0, got 'nan'"),
-    ("--timeout", "inf", "must be a finite number above 0, got 'inf'"),
+    ("--connect-timeout", "nan", "must be a finite number, got 'nan'"),
+    ("--timeout", "inf", "must be a finite number, got 'inf'"),
     ("--hung-after", "-1", "must be a finite number above 0"),
 ])
 def test_a_bad_option_value_is_refused_with_what_was_expected(cli, option, value, says):

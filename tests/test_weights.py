@@ -24,9 +24,9 @@ from clusterprep import probes
 from clusterprep.fleet import Fleet, SshOptions
 from clusterprep.inventory import parse_nodes_file
 from clusterprep.weights.manifest import build as build_manifest
+from clusterprep.weights.pace import PACE, Pace
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.spec import parse_repo_option
-from clusterprep.weights.pace import PACE, Pace
 from clusterprep.weights.transfer import plan
 from clusterprep.weights.verify import verify
 from hubserver import COMMIT as HUB_COMMIT

@@ -2,9 +2,10 @@
 
 Runs on the node under the env's Python (stdlib only, Python 3.8+). Input on stdin (JSON):
     {"shared": "/abs/shared/dir" | null, "activate": "shell lines that activate the env" | null,
-     "checks": [{"name", "command" | "import", "expect"}]}
+     "checks": [{"name", "command" | "import", "expect"}], "gpu_diag": true | false}
 Output: a first line {"clock": <node time>} printed at once (the head times its arrival to
-measure the clock offset), then one JSON object with the fingerprint and the check results.
+measure the clock offset), then one JSON object with the fingerprint and the check results:
+the communication stack (NCCL, its plugins, the fabric) and GPU health included.
 """
 
 import hashlib
@@ -23,6 +24,14 @@ import sys
 import time
 
 print(json.dumps({"clock": time.time()}), flush=True)
+
+from _comms import fabric, memlock, nccl_stack, startup_lines  # inlined by probes.load
+
+# The GPU health code is compiled only on nodes with nvidia-smi: compiling it would cost every
+# other node (and the head, when it is one) milliseconds for nothing. It travels as text.
+GPU_HEALTH = r'''
+from _gpuhealth import gpu_diag, gpus, xid_events  # inlined by probes.load
+'''
 
 SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 ENV_PREFIXES = ("NCCL_", "CUDA_", "LD_", "PYTHON", "HF_", "WANDB_", "TORCH_")
@@ -132,18 +141,6 @@ def nvcc():
     return match.group(1) if match else output
 
 
-def gpus():
-    if shutil.which("nvidia-smi") is None:
-        return {"count": 0, "models": [], "driver": None}
-    status, output = run(["nvidia-smi", "--query-gpu=name,driver_version",
-                          "--format=csv,noheader"])
-    if status != 0:
-        return {"count": 0, "models": [], "driver": None, "error": output[-300:]}
-    rows = [line.split(",") for line in output.splitlines() if line.strip()]
-    return {"count": len(rows), "models": sorted({r[0].strip() for r in rows}),
-            "driver": rows[0][1].strip() if rows and len(rows[0]) > 1 else None}
-
-
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -242,7 +239,21 @@ def torch_facts(torch):
         facts["gpus"] = torch.cuda.device_count()
     except Exception:
         facts["gpus"] = 0
+    facts["nccl_library"] = mapped("libnccl")
     return facts
+
+
+def mapped(name):
+    """The file of a shared library whose name starts with `name` that this process mapped."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.rstrip("\n").split(None, 5)[-1]
+                if os.path.basename(path).startswith(name + "."):
+                    return path
+    except OSError:
+        pass
+    return None
 
 
 def answers_in_forks(jobs):
@@ -419,6 +430,9 @@ def main():
     packages, shadowed = distributions()
     shm = free_total("/dev/shm")
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    env = environment()
+    nccl = nccl_stack((torch.get("value") or {}).pop("nccl_library", None), packages)
+    gpu, xid, diag = gpu_health(payload.get("gpu_diag"))
     print(json.dumps({
         "python": {"executable": sys.executable, "version": platform.python_version(),
                    "prefix": sys.prefix,
@@ -428,15 +442,32 @@ def main():
         "shadowed": shadowed,
         "torch": torch.get("value") or {"error": torch["error"]},
         "nvcc": nvcc(),
-        "gpus": gpus(),
+        "gpus": gpu,
+        "xid": xid,
+        "gpu_diag": diag,
+        "nccl": nccl,
+        "fabric": fabric(),
         "system": {"kernel": platform.release(), "glibc": "-".join(platform.libc_ver()),
                    "cpu": cpu_model(), "hostname": platform.node()},
-        "env": environment(),
-        "limits": {"open_files": nofile[0], "shm_bytes": shm},
+        "env": env,
+        "startup_lines": startup_lines(list(env) + ["PATH"], SECRET),
+        "limits": {"open_files": nofile[0], "shm_bytes": shm, "memlock": memlock()},
         "disk": {"hf_cache": hf_cache(), "hf_cache_free": free_bytes(hf_cache()),
                  "shared_free": free_bytes(payload["shared"]) if payload.get("shared") else None},
         "checks": [check(spec, answers, payload.get("activate")) for spec in checks],
     }))
+
+
+def gpu_health(diagnose):
+    """(the GPUs and their health, their Xid events, DCGM's diagnostic if `diagnose`)."""
+    if shutil.which("nvidia-smi") is None:
+        return {"count": 0, "models": [], "driver": None, "devices": []}, None, None
+    part = {}
+    exec(compile(GPU_HEALTH, "gpuhealth", "exec"), part)
+    gpu = part["gpus"]()
+    if not gpu["count"]:
+        return gpu, None, None
+    return gpu, part["xid_events"](), part["gpu_diag"]() if diagnose else None
 
 
 def free_total(path):

@@ -19,18 +19,22 @@ if TYPE_CHECKING:
 # its import is a tenth of a second of every invocation.
 
 
+# emoji=False everywhere: what nodes report is never markup, and a PCI bus id such as
+# 0000:AB:00.0 holds rich's emoji code `:ab:`.
+
+
 @cache
-def _stderr_console() -> Console:
+def stderr_console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, emoji=False)
 
 
 def stdout_console() -> Console:
     from rich.console import Console
 
     # Piped output is read by people too (logs, CI): don't wrap tables at rich's default 80.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 200)
 
 
 def note(message: str) -> None:
@@ -68,7 +72,10 @@ def nodes_table(result: Survey) -> None:
     console = stdout_console()
     reports = result.reports
     table = Table(title=f"{len(reports)} node{'s' if len(reports) != 1 else ''}")
-    for column in ("node", "head", "reachable", "rtt ms", "hostname", "os", "cpus", "gpus"):
+    slurm = any(r.slurm_state is not None for r in reports)
+    columns = ["node", "head", *(["slurm"] if slurm else []), "reachable", "rtt ms", "hostname",
+               "os", "cpus", "gpus"]
+    for column in columns:
         table.add_column(column, justify="right" if column in ("rtt ms", "cpus", "gpus")
                          else "left")
     for r in reports:
@@ -76,6 +83,7 @@ def nodes_table(result: Survey) -> None:
         table.add_row(
             escape(r.node),
             "*" if r.head else "",
+            *([escape(r.slurm_state or "-")] if slurm else []),
             "[green]yes[/]" if r.reachable else "[red]no[/]",
             f"{r.rtt_ms:.1f}" if r.rtt_ms is not None else "-",
             escape(r.hostname or "-"),
@@ -116,13 +124,13 @@ def failure_summary(outcome: FleetResult) -> None:
             causes.setdefault(_cause(r), []).append(r.node)
     if not causes and not outcome.interrupted:
         return
-    _stderr_console().print()
+    stderr_console().print()
     failed = sum(len(nodes) for nodes in causes.values())
-    _stderr_console().print(f"[red]{failed} of {len(outcome.results)} nodes failed[/]")
+    stderr_console().print(f"[red]{failed} of {len(outcome.results)} nodes failed[/]")
     for cause, nodes in causes.items():
-        _stderr_console().print(f"  {fold(nodes)}: {cause}", soft_wrap=True, markup=False)
+        stderr_console().print(f"  {fold(nodes)}: {cause}", soft_wrap=True, markup=False)
     if outcome.interrupted:
-        _stderr_console().print("[yellow]interrupted by the user[/]")
+        stderr_console().print("[yellow]interrupted by the user[/]")
 
 
 def _cause(result: CommandResult) -> str:
