@@ -130,6 +130,11 @@ def shaped_sync(net: ShapedCluster, staging: Path, *extra: str,
     return seconds, report
 
 
+def chain_span(report: dict) -> float:
+    """Seconds the slowest node's receiver ran: the transfer, without the command's start."""
+    return max(n["seconds"] for n in report["nodes"] if n["seconds"] is not None)
+
+
 def run_star(net: ShapedCluster, staging: Path) -> float:
     """Every node pulls every staged blob from the head's HTTP server at once."""
     files = [p.relative_to(staging) for p in staging.rglob("*")
@@ -175,13 +180,15 @@ def shaped(counts: list[int], rate_mbit: int, staging: Path, ideal: float) -> li
     for n in counts:
         with ShapedCluster(WORK / "shaped", n, rate_mbit) as net:
             row: dict = {"n": n}
-            ways = (("chain", lambda: shaped_sync(net, staging)[0]),
-                    ("chain_from_head", lambda: shaped_sync(net, staging, "--from-head")[0]),
-                    ("star", lambda: run_star(net, staging)),
-                    ("rsync", lambda: run_rsync(net, staging)))
-            for way, measure in ways:
+            for way, extra in (("chain", []), ("chain_from_head", ["--from-head"])):
                 wipe_shaped(net)
-                row[way] = measure()
+                row[way], report = shaped_sync(net, staging, *extra)
+                row[way + "_span"] = chain_span(report)
+                log(f"N={n} {way}: {row[way]:.1f} s ({row[way] / ideal:.2f} x S/B), the "
+                    f"transfer {row[way + '_span']:.1f} s ({row[way + '_span'] / ideal:.2f})")
+            for way, measure in (("star", run_star), ("rsync", run_rsync)):
+                wipe_shaped(net)
+                row[way] = measure(net, staging)
                 log(f"N={n} {way}: {row[way]:.1f} s ({row[way] / ideal:.2f} x S/B)")
             wipe_shaped(net)
             rows.append(row)
