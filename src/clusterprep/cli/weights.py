@@ -58,9 +58,11 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
                     "nodes. The first node reads the staging cache itself when it sees it "
                     "(the same folder: proved by a token), else this machine sends the bytes. "
                     "A node that fails, cannot be reached or says nothing for --hung-after "
-                    "seconds is cut out and the chain re-forms around it. Files get their final name only once their sha256 is "
-                    "right. A file already on a node is trusted when it is unchanged since "
-                    "clusterprep wrote and hashed it (size, mtime, ctime, inode), else hashed.")
+                    "seconds is cut out and the chain re-forms around it; one that holds its "
+                    "chain back reads the staging alone. Files get their final name only once "
+                    "their sha256 is right. A file already on a node is trusted when it is "
+                    "unchanged since clusterprep wrote and hashed it (size, mtime, ctime, "
+                    "inode), else hashed.")
     sync_parser.add_argument("--star", action="store_true",
                              help="no chain: every node reads the staging itself (or gets the "
                                   "bytes from here)")

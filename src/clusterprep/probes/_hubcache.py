@@ -12,9 +12,6 @@ import json
 import os
 import sys
 
-PARTIAL = ".clusterprep-partial"
-
-
 def emit(obj):
     """Print one JSON line; False when the head is gone. Threads may share it: the binary
     stdout's own lock keeps each line whole."""
@@ -32,7 +29,8 @@ def hub_cache():
         if os.environ.get(name):
             return os.path.abspath(os.path.expanduser(os.environ[name])), name
     if os.environ.get("HF_HOME"):
-        return os.path.join(os.path.abspath(os.path.expanduser(os.environ["HF_HOME"])), "hub"), "HF_HOME"
+        home = os.path.abspath(os.path.expanduser(os.environ["HF_HOME"]))
+        return os.path.join(home, "hub"), "HF_HOME"
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(os.path.abspath(xdg), "huggingface", "hub"), "default"
 
@@ -75,7 +73,3 @@ def save_stamps(cache, stamps):
 def stamp_of(st, sha):
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sha]
 
-
-def partial_name(final):
-    head, tail = os.path.split(final)
-    return os.path.join(head, "." + tail + PARTIAL)

@@ -43,8 +43,9 @@ import sys
 import threading
 import time
 
-from _hubcache import emit, load_stamps, partial_name, save_stamps, stamp_of, PARTIAL  # inlined by probes.load
+from _hubcache import emit, load_stamps, save_stamps, stamp_of  # inlined by probes.load
 
+PARTIAL = ".clusterprep-partial"  # a file being written, beside its final name
 CHUNK = 1 << 20
 LOWAT = 256 << 10          # bytes a read from the previous node waits for (fewer wake-ups)
 WRITE_AHEAD = 32           # chunks queued for the writer before the stream waits for the disk
@@ -454,6 +455,11 @@ class Writer:
             pass
 
 
+def partial_name(final):
+    head, tail = os.path.split(final)
+    return os.path.join(head, "." + tail + PARTIAL)
+
+
 def remove_partials(cache, repos):
     """What an earlier run left half-written (killed before it could clean up)."""
     for repo in repos:
@@ -573,8 +579,8 @@ class Receiver:
             try:
                 try:
                     server = socket.create_server((request["bind"], 0))
-                except OSError:
-                    server = socket.create_server(("", 0))  # the head's address for us is not ours (NAT)
+                except OSError:  # the head's address for us is not ours (NAT): any will do
+                    server = socket.create_server(("", 0))
                 self.acceptor = Acceptor(server, self.secret, self.inbox)
                 emit({"event": "listening", "port": server.getsockname()[1]})
             except OSError as e:
