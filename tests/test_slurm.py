@@ -156,6 +156,8 @@ SSH_STORIES = [
     test_weights.test_sync_makes_every_cache_byte_identical_to_staging_with_links_kept,
     test_wandb.test_login_never_shows_the_key_to_any_process_and_writes_it_as_wandb_does,
     test_faults.test_a_bashrc_that_exits_is_named_as_the_cause_not_an_empty_probe_failure,
+    test_faults.test_a_frozen_node_is_cut_out_as_hung_and_the_others_finish,
+    test_faults.test_a_silent_command_on_a_healthy_node_is_not_hung,
 ]
 
 
