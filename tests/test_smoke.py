@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 import torchenv
-
 from conftest import SRC
+
+from clusterprep.smoke import links, names
+from clusterprep.smoke.model import Link, LinksResult
 
 
 @pytest.fixture(scope="session")
@@ -154,11 +156,14 @@ def test_ssh_aliases_the_nodes_cannot_resolve_are_named_with_the_addresses_to_us
     done = cli(*smoke_args(sim, write_recipe(sim), "--json"))
     document = done.json()
     assert done.exit_code == 1 and document["failed_phase"] == "names"
-    causes = [p["cause"] for p in document["problems"]]
-    assert any("the master address 'node01' is an SSH alias" in c
-               and sim.node("node01").address in c for c in causes), causes
-    steps = [p["next_step"] for p in document["problems"]]
-    assert f"node02 -> {sim.node('node02').address}" in " ".join(steps)
+    [problem] = document["problems"]
+    node01, node02 = (sim.node(name).address for name in ("node01", "node02"))
+    assert problem["where"] == "node[01-02]"
+    assert problem["cause"].startswith("the nodes file names SSH aliases that no node can "
+                                       "resolve (the master address 'node01' among them)")
+    assert f"sends node01 -> {node01}, node02 -> {node02}" in problem["cause"]
+    assert f"by address in the nodes file, head first ({node01}, {node02})" \
+        in problem["next_step"]
 
 
 def test_the_master_port_taken_on_the_head_names_what_holds_it(make_cluster, cli):
@@ -219,6 +224,52 @@ def test_a_node_whose_gloo_interface_does_not_exist_is_named(make_cluster, cli):
     assert "lo" in problem["cause"]
     assert phase(document, "links")["interfaces"]["node01"] == \
         "GLOO_SOCKET_IFNAME=lo: lo (127.0.0.1)"
+
+
+def test_nccl_socket_ifname_is_read_as_nccl_reads_it(make_cluster, cli):
+    # Prefixes, `^` to exclude, `=` for an exact name: each of these selects the loopback.
+    sim = make_cluster(3)
+    specs = {"node01": "^eth,ifb,docker,veth", "node02": "=lo", "node03": "l"}
+    for node, spec in specs.items():
+        bashrc = sim.node(node).home / ".bashrc"
+        bashrc.write_text(f"export NCCL_SOCKET_IFNAME='{spec}'\n" + bashrc.read_text())
+    done = cli(*smoke_args(sim, write_recipe(sim), "--json", "--until", "links",
+                           "--backend", "nccl"))
+    assert done.exit_code == 0, done.stdout
+    assert phase(done.json(), "links")["interfaces"] == {
+        node: f"NCCL_SOCKET_IFNAME={spec}: lo (127.0.0.1)" for node, spec in specs.items()}
+
+
+def test_the_name_most_nodes_agree_on_wins_and_a_tie_goes_to_the_head():
+    views = {"node01": {"m": {"addresses": ["10.0.0.1"]}},
+             "node02": {"m": {"addresses": ["10.0.0.2", "10.0.0.1"]}},
+             "node03": {"m": {"error": "Name or service not known"}}}
+    row = names._agreement("m", views, head="node01")
+    assert row.address == "10.0.0.1" and row.agreeing == ["node01"]
+    assert row.others == {"node02": "10.0.0.2",
+                          "node03": "unresolved: Name or service not known"}
+    views["node04"] = {"m": {"addresses": ["10.0.0.2"]}}
+    assert names._agreement("m", views, head="node01").address == "10.0.0.2"
+
+
+def test_a_node_at_both_ends_of_slow_ring_links_is_named_as_the_slow_node():
+    rates = [37.0, 11.9, 12.1, 36.5, 37.2, 15.0, 36.8, 37.1]  # n1 -> n2, n2 -> n3, ...
+    ring = [Link(f"n{i + 1}", f"n{(i + 1) % 8 + 1}", True, mb_per_s=r)
+            for i, r in enumerate(rates)]
+    result = LinksResult(ring=ring)
+    links._mark_slow(result)
+    assert result.median_mb_per_s == pytest.approx(36.65)
+    assert [p.where for p in result.problems] == ["n3", "n6 -> n7"]
+    assert result.problems[0].cause.startswith("slow node: both of its ring links")
+    assert [(l.source, l.target) for l in result.ring if l.slow] == [
+        ("n2", "n3"), ("n3", "n4"), ("n6", "n7")]
+
+
+def test_bad_smoke_options_are_refused_before_any_node_is_touched(cli):
+    done = cli("smoke", "-n", "localhost", "--sizes", "64K,12Q")
+    assert done.exit_code == 2 and "'12Q' is not a size" in done.stderr
+    done = cli("smoke", "-n", "localhost", "--master-port", "70000")
+    assert done.exit_code == 2 and "a port is 1 to 65535" in done.stderr
 
 
 def test_a_node_whose_env_lacks_torch_is_named_and_nothing_is_left(

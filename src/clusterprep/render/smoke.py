@@ -16,6 +16,7 @@ from clusterprep.smoke.model import (
     CollectiveResult,
     HandoverResult,
     LinksResult,
+    NameRow,
     NamesResult,
     PhaseResult,
     RendezvousResult,
@@ -24,6 +25,10 @@ from clusterprep.smoke.model import (
 from clusterprep.smoke.runner import SmokeListener
 
 ROWS = 16  # past this many rows, a table shows the rows that matter and a summary
+
+
+def counted(n: int, word: str, plural: str = "") -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 class ProgressLines(SmokeListener):
@@ -37,7 +42,7 @@ class ProgressLines(SmokeListener):
 
     def phase_finished(self, result: PhaseResult) -> None:
         state = "interrupted" if result.interrupted else "ok" if result.ok else (
-            f"FAILED ({len(result.problems)} problem{'s' if len(result.problems) != 1 else ''})")
+            f"FAILED ({counted(len(result.problems), 'problem')})")
         print(f"smoke: {result.name} {state} ({result.seconds:.1f} s)", file=sys.stderr,
               flush=True)
 
@@ -81,7 +86,7 @@ def report_tables(report: SmokeReport) -> None:
         console.print(f"[red]smoke failed at {failed.name}[/]: the phases after it did not run")
     elif report.ok:
         console.print(f"[green]smoke passed: {len(report.phases)} phases on "
-                      f"{len(report.nodes)} nodes[/]")
+                      f"{counted(len(report.nodes), 'node')}[/]")
 
 
 def _names(result: NamesResult) -> Table:
@@ -90,7 +95,7 @@ def _names(result: NamesResult) -> Table:
         table.add_column(column, overflow="fold")
     rows = [row for row in result.rows if row.others] or result.rows
     for row in rows[:ROWS]:
-        differs = "; ".join(f"{node}: {value}" for node, value in row.others.items())
+        differs = "; ".join(f"{nodes}: {value}" for value, nodes in differing(row))
         table.add_row(escape(row.name), escape(row.address or "-"),
                       escape(fold(row.agreeing)) if row.agreeing else "-",
                       f"[red]{escape(differs)}[/]" if differs else "")
@@ -98,6 +103,14 @@ def _names(result: NamesResult) -> Table:
     if hidden:
         table.caption = f"{hidden} more names resolve alike on every node"
     return table
+
+
+def differing(row: NameRow) -> list[tuple[str, str]]:
+    """The row's other views, as (value, folded nodes that see it)."""
+    nodes: dict[str, list[str]] = {}
+    for node, value in row.others.items():
+        nodes.setdefault(value, []).append(node)
+    return [(value, fold(names)) for value, names in nodes.items()]
 
 
 def _rendezvous(result: RendezvousResult) -> Table:
@@ -145,9 +158,9 @@ def _collective(result: CollectiveResult) -> Table | None:
     if not result.sizes:
         return None
     per_node = sorted(set(result.nproc.values()))
-    table = Table(title=f"collective: all_reduce, {result.backend}, {result.world} ranks on "
-                        f"{len(result.nproc)} nodes ({'/'.join(map(str, per_node))} per node), "
-                        f"torch {result.torch}")
+    table = Table(title=f"collective: all_reduce, {result.backend}, "
+                        f"{counted(result.world, 'rank')} on {counted(len(result.nproc), 'node')} "
+                        f"({'/'.join(map(str, per_node))} per node), torch {result.torch}")
     for column in ("size (B)", "count", "type", "redop", "time (us)", "algbw (GB/s)",
                    "busbw (GB/s)", "#wrong"):
         table.add_column(column, justify="right")
@@ -165,6 +178,8 @@ _TABLES: dict[type, Any] = {NamesResult: _names, RendezvousResult: _rendezvous,
 def _notes(phase: PhaseResult) -> None:
     """The lines under a phase's table that are not problems."""
     console = stdout_console()
+    if isinstance(phase, LinksResult) and not phase.problems and not phase.pairs_checked:
+        console.print("links: a single node has no links to check")
     if isinstance(phase, LinksResult) and phase.pairs_checked:
         kind = "every pair" if phase.all_pairs else "ring neighbours only"
         ok = phase.pairs_checked - len(phase.pair_failures)
@@ -176,12 +191,12 @@ def _notes(phase: PhaseResult) -> None:
             console.print(f"  {escape(fold(nodes))}: from {escape(label)}", soft_wrap=True)
     if isinstance(phase, CollectiveResult) and phase.swept:
         if phase.leftovers:
-            console.print(f"collective: {len(phase.leftovers)} processes of the run were still "
-                          "alive at its end: noted and killed")
+            console.print(f"collective: {counted(len(phase.leftovers), 'process', 'processes')} of the run "
+                          "were still alive at its end: noted and killed")
         else:
             console.print("collective: no process of the run is left on any node")
     if isinstance(phase, HandoverResult) and phase.hosts:
-        console.print(f"hostfile: {escape(phase.hostfile)} ({len(phase.hosts)} hosts, "
+        console.print(f"hostfile: {escape(phase.hostfile)} ({counted(len(phase.hosts), 'host')}, "
                       f"{escape(phase.hosts[0])} first)", soft_wrap=True)
         console.print(f"launch with colossalai:\n  {escape(phase.colossalai)}", soft_wrap=True)
         console.print("or with torchrun, on each node (node_rank in hostfile order):",

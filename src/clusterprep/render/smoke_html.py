@@ -7,6 +7,7 @@ from html import escape
 
 from clusterprep.fleet.gather import fold
 from clusterprep.render.html import page
+from clusterprep.render.smoke import differing
 from clusterprep.smoke.model import (
     CollectiveResult,
     HandoverResult,
@@ -49,7 +50,7 @@ def _section(phase: PhaseResult) -> str:
         parts.append(f"<p>master address <code>{escape(phase.master)}</code></p>")
         parts.append(_table(["name", "address", "alike on", "differs on"], [
             [escape(r.name), escape(r.address or "-"), escape(fold(r.agreeing)),
-             _mark(False, "; ".join(f"{n}: {v}" for n, v in r.others.items()))
+             _mark(False, "; ".join(f"{nodes}: {value}" for value, nodes in differing(r)))
              if r.others else ""] for r in phase.rows]))
     elif isinstance(phase, RendezvousResult):
         parts.append(f"<p><code>{escape(phase.master)}:{phase.port}</code> from every node</p>")
@@ -65,10 +66,11 @@ def _section(phase: PhaseResult) -> str:
              f"{l.mb_per_s:.1f}" if l.mb_per_s is not None else "-",
              _mark(l.ok and not l.slow, "slow" if l.slow else l.cause)] for l in phase.ring]))
     elif isinstance(phase, CollectiveResult):
+        left = (f"{len(phase.leftovers)} of its processes were still alive at its end "
+                "(noted and killed)" if phase.leftovers else "nothing of it was left running")
         parts.append(f"<p>all_reduce, {escape(phase.backend)}, {phase.world} ranks on "
                      f"{len(phase.nproc)} nodes, torch {escape(str(phase.torch))}; "
-                     f"{len(phase.leftovers)} processes of the run were left at its end "
-                     "(killed)</p>")
+                     f"{left}</p>")
         parts.append(_table(
             ["size (B)", "count", "time (us)", "algbw (GB/s)", "busbw (GB/s)", "#wrong"], [
                 [str(s.bytes), str(s.count), f"{s.time_us:.1f}", f"{s.algbw:.3f}",

@@ -19,6 +19,9 @@ from clusterprep.smoke.model import NameRow, NamesResult, Problem
 from clusterprep.smoke.problems import folded, unanswered
 
 
+UNRESOLVED = "unresolved: "
+
+
 def host_name(node: Node) -> str:
     """The name the launcher gives the other nodes for `node`: its host, without `user@`
     and without IPv6 brackets."""
@@ -41,10 +44,10 @@ async def check_names(fleet: Fleet, timeout: float | None = None) -> NamesResult
         views[answer.node] = answer.data["resolved"]
         result.gpus[answer.node] = int(answer.data.get("gpus", 0))
     if views:
-        for name in names:
-            row = _agreement(name, views, nodes[0].name)
-            result.rows.append(row)
-            result.problems += await _row_problems(fleet, row, result.master, views)
+        result.rows = [_agreement(name, views, nodes[0].name) for name in names]
+        result.problems += await _unresolved(fleet, result, fold(views))
+        for row in result.rows:
+            result.problems += _disagreements(row, result.master)
         own = {host_name(node): node.name for node in nodes}
         result.addresses = {own[row.name]: row.address for row in result.rows
                             if row.address is not None}
@@ -58,8 +61,8 @@ def _agreement(name: str, views: dict[str, dict[str, dict]], head: str) -> NameR
     for node, resolved in views.items():
         entry = resolved.get(name, {})
         addresses = entry.get("addresses") or []
-        seen[node] = addresses[0] if addresses else "unresolved: " + entry.get("error", "?")
-    counts = Counter(value for value in seen.values() if not value.startswith("unresolved"))
+        seen[node] = addresses[0] if addresses else UNRESOLVED + entry.get("error", "?")
+    counts = Counter(value for value in seen.values() if not value.startswith(UNRESOLVED))
     reference = None
     if counts:
         top = max(counts.values())
@@ -70,35 +73,57 @@ def _agreement(name: str, views: dict[str, dict[str, dict]], head: str) -> NameR
                    {node: value for node, value in seen.items() if value != reference})
 
 
-async def _row_problems(fleet: Fleet, row: NameRow, master: str,
-                        views: dict[str, dict[str, dict]]) -> list[Problem]:
-    role = "the master address" if row.name == master else "node name"
+async def _unresolved(fleet: Fleet, result: NamesResult, everyone: str) -> list[Problem]:
+    """Names no node resolves: the SSH alias trap when the head's ssh config knows them."""
+    nowhere = [row.name for row in result.rows if row.address is None]
+    targets = {name: await _ssh_target(fleet, name) for name in nowhere}
+    aliases = {name: target for name, target in targets.items() if target is not None}
+    problems = [Problem(everyone, f"no node can resolve {_role(name, result.master)} {name!r}",
+                        f"add {name} to every node's /etc/hosts or DNS")
+                for name, target in targets.items() if target is None]
+    if aliases:
+        among = (f" (the master address {result.master!r} among them)"
+                 if result.master in aliases else "")
+        mapped = _first([f"{name} -> {target}" for name, target in aliases.items()])
+        problems.insert(0, Problem(
+            everyone, f"the nodes file names SSH aliases that no node can resolve{among}: the "
+            f"head's ssh config sends {mapped}, but the launcher hands the hostfile's names "
+            "to every node",
+            f"list the nodes by address in the nodes file, head first "
+            f"({_first(list(aliases.values()))}), or add the names to every node's "
+            "/etc/hosts or DNS"))
+    return problems
+
+
+def _disagreements(row: NameRow, master: str) -> list[Problem]:
+    """Nodes that resolve a name otherwise than most, or not at all."""
     if row.address is None:
-        alias = await _ssh_target(fleet, row.name)
-        if alias is not None:
-            return [Problem(
-                fold(views), f"{role} {row.name!r} is an SSH alias: the head's ssh config "
-                f"sends it to {alias}, but no node can resolve it, and the launcher hands the "
-                "hostfile's names to every node",
-                f"list the nodes by address in the nodes file ({row.name} -> {alias}), or add "
-                "the names to every node's /etc/hosts or DNS")]
-        return [Problem(fold(views), f"no node can resolve {role} {row.name!r}",
-                        f"add {row.name} to every node's /etc/hosts or DNS")]
+        return []
+    role = _role(row.name, master)
     causes = []
     for node, value in row.others.items():
-        if value.startswith("unresolved"):
-            causes.append((node, f"cannot resolve {role} {row.name!r} ({value[12:]}); the "
-                                 f"other nodes resolve it to {row.address}",
+        if value.startswith(UNRESOLVED):
+            causes.append((node, f"cannot resolve {role} {row.name!r} "
+                                 f"({value[len(UNRESOLVED):]}); the other nodes resolve it to "
+                                 f"{row.address}",
                            f"add `{row.address} {row.name}` to its /etc/hosts or DNS"))
         else:
+            waits = (": its ranks would wait for a master that is not there (c10d 'client "
+                     "socket has timed out')") if row.name == master else ""
             causes.append((node, f"resolves {role} {row.name!r} to {value}, the other nodes to "
-                                 f"{row.address}" + (": its ranks would wait for a master "
-                                                     "that is not there (c10d 'client socket "
-                                                     "has timed out')" if role != "node name"
-                                                     else ""),
+                                 f"{row.address}{waits}",
                            f"fix the entry for {row.name} in its /etc/hosts or DNS "
                            f"(`getent hosts {row.name}` there should print {row.address})"))
     return folded(causes)
+
+
+def _role(name: str, master: str) -> str:
+    return "the master address" if name == master else "node name"
+
+
+def _first(items: list[str], shown: int = 4) -> str:
+    more = f", and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
 
 
 async def _ssh_target(fleet: Fleet, name: str) -> str | None:
