@@ -21,7 +21,6 @@ import posixpath
 import re
 import secrets
 import shlex
-import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -145,7 +144,6 @@ class RankEvents:
 
 async def run_collective(fleet: Fleet, plan: CollectivePlan,
                          listener: CollectiveListener | None = None) -> CollectiveResult:
-    started = time.monotonic()
     listener = listener or CollectiveListener()
     run = secrets.token_hex(6)
     script = resources.files("clusterprep.smoke").joinpath("worker.py").read_bytes()
@@ -165,7 +163,6 @@ async def run_collective(fleet: Fleet, plan: CollectivePlan,
     await _sweep(fleet, nodes, run, result)
     await _settle(tasks)
     _judge(result, plan, outcome, failed, {name: t.result() for name, t in tasks.items()}, logs)
-    result.seconds = time.monotonic() - started
     return result
 
 

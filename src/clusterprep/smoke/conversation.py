@@ -1,8 +1,8 @@
 """A probe held open as a conversation: JSON lines to its stdin while it runs, its JSON events
-read from stdout as they come. Still one round trip per node: one command, one channel.
+read from stdout as they come. Still one command per node: one channel, one Python start.
 
-The smoke phases that need every node at once (a listener before the dials, every listener's
-port before anyone dials) talk to all nodes' probes this way.
+Smoke's phases 1-3 talk to one such probe per node (`probes/smoke_node.py`): a phase sends
+each node its stage, then waits for every node's answer, or for as long as it allows.
 """
 
 from __future__ import annotations
@@ -20,17 +20,16 @@ from clusterprep.inventory import Node
 
 
 class Conversation:
-    """One node's probe: `send` lines to it, await its `event`s, then its `result`."""
+    """One node's probe: `send` lines to it, await its `event`s, learn its `failure`."""
 
-    def __init__(self, node: Node, probe: str, first: dict[str, Any]) -> None:
+    def __init__(self, node: Node, probe: str) -> None:
         self.node = node
         self.script = probes.load(probe)
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._partial = b""
         self.task: asyncio.Task[CommandResult] | None = None
-        self.gave_up_after: float | None = None  # set when finish_all stopped it
-        self.send(first)
+        self.gave_up_after: float | None = None  # set when stopped for not answering
 
     def start(self, fleet: Fleet) -> None:
         self.task = asyncio.ensure_future(self._run(fleet))
@@ -59,11 +58,15 @@ class Conversation:
             except ValueError:
                 continue
 
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
     def send(self, message: dict[str, Any]) -> None:
         self._outbox.put_nowait(json.dumps(message).encode() + b"\n")
 
     def close(self) -> None:
-        """End the probe's input (it reads that as `{}`)."""
+        """End the probe's input: it finishes what it does and exits."""
         self._outbox.put_nowait(None)
 
     async def event(self, *kinds: str) -> dict[str, Any] | None:
@@ -88,37 +91,41 @@ class Conversation:
         return NodeError(PROBE_FAILED, f"probe exited {result.exit_code}: {tail}")
 
 
-def start_all(fleet: Fleet, conversations: Iterable[Conversation]) -> list[Conversation]:
-    started = list(conversations)
-    for conversation in started:
+def start_all(fleet: Fleet, nodes: Iterable[Node], probe: str) -> list[Conversation]:
+    conversations = [Conversation(node, probe) for node in nodes]
+    for conversation in conversations:
         conversation.start(fleet)
-    return started
+    return conversations
 
 
-async def stop_all(conversations: Iterable[Conversation]) -> None:
+async def stop_all(conversations: Iterable[Conversation],
+                   gave_up_after: float | None = None) -> None:
     """Cancel every conversation still running (its command is killed on the node)."""
-    tasks = [c.task for c in conversations if c.task is not None and not c.task.done()]
-    for task in tasks:
-        task.cancel()
+    tasks = []
+    for conversation in conversations:
+        if conversation.running:
+            assert conversation.task is not None
+            conversation.gave_up_after = gave_up_after
+            conversation.task.cancel()
+            tasks.append(conversation.task)
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def finish_all(conversations: Iterable[Conversation], timeout: float) -> None:
-    """Let every probe end by itself within `timeout`; stop those that do not."""
+    """Close every probe's input and let it end within `timeout`; stop those that do not."""
     conversations = list(conversations)
+    for conversation in conversations:
+        conversation.close()
     tasks = [c.task for c in conversations if c.task is not None]
     if tasks:
         await asyncio.wait(tasks, timeout=timeout)
-    for conversation in conversations:
-        if conversation.task is not None and not conversation.task.done():
-            conversation.gave_up_after = timeout
-    await stop_all(conversations)
+    await stop_all(conversations, timeout)
 
 
-async def gather_events(conversations: Iterable[Conversation], *kinds: str,
-                        timeout: float) -> dict[str, dict[str, Any] | None]:
-    """Each conversation's next event of one of `kinds`; None where its probe ended first or
-    `timeout` passed."""
+async def replies(conversations: Iterable[Conversation], *kinds: str, timeout: float
+                  ) -> tuple[dict[str, dict[str, Any]], dict[str, NodeError]]:
+    """Each conversation's next event of one of `kinds`, by node. A probe that ended first,
+    or gave none within `timeout`, is stopped and its failure returned instead."""
     conversations = list(conversations)
     waits = [asyncio.ensure_future(c.event(*kinds)) for c in conversations]
     try:
@@ -126,5 +133,8 @@ async def gather_events(conversations: Iterable[Conversation], *kinds: str,
     finally:
         for wait in waits:
             wait.cancel()
-    return {c.node.name: (w.result() if w in done else None)
-            for c, w in zip(conversations, waits)}
+    events = {c.node.name: w.result() for c, w in zip(conversations, waits)
+              if w in done and w.result() is not None}
+    silent = [c for c in conversations if c.node.name not in events]
+    await stop_all(silent, timeout)
+    return events, {c.node.name: await c.failure() for c in silent}

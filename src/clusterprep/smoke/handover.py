@@ -9,7 +9,6 @@ nodes file's hosts, which every node resolved alike; `user@` is not part of a ho
 from __future__ import annotations
 
 import shlex
-import time
 from pathlib import Path
 
 from clusterprep.inventory import Node
@@ -22,7 +21,6 @@ TRAINING = "TRAIN_SCRIPT [ARGS...]"
 
 def hand_over(nodes: list[Node], master: str, port: int, nproc: dict[str, int],
               hostfile: Path) -> HandoverResult:
-    started = time.monotonic()
     hosts = [host_name(node) for node in nodes]
     path = hostfile.resolve()
     result = HandoverResult(hostfile=str(path), hosts=hosts)
@@ -49,5 +47,4 @@ def hand_over(nodes: list[Node], master: str, port: int, nproc: dict[str, int],
             "CUDA_VISIBLE_DEVICES) agree"))
     if not twice:
         write_atomically(path, "".join(host + "\n" for host in hosts).encode())
-    result.seconds = time.monotonic() - started
     return result

@@ -4,29 +4,19 @@ GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME names (else the one its route picks); ea
 carries a stream for a few seconds, all links at once, as a ring all_reduce loads them.
 Links under half the ring's median are slow; a node at both ends of slow links is named.
 
-One conversation per node (`probes/smoke_links.py`): every node listens and reports its port,
-then dials the peers it is given and streams to its ring successor, then reports what it
-received. This phase needs no env: the probe is stdlib Python.
+The third stage of each node's smoke probe (`probes/smoke_node.py`): every node listens and
+reports its port, then dials the peers it is given and streams to its ring successor, then
+reports what it received. This phase needs no env: the probe is stdlib Python.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import statistics
-import time
 from typing import Any
 
-from clusterprep.fleet import Fleet
 from clusterprep.inventory import Node
-from clusterprep.smoke.cancel import acknowledge
-from clusterprep.smoke.conversation import (
-    Conversation,
-    finish_all,
-    gather_events,
-    start_all,
-    stop_all,
-)
+from clusterprep.smoke.conversation import Conversation, replies
 from clusterprep.smoke.model import Link, LinksResult, NamesResult, Problem
 from clusterprep.smoke.problems import folded, unanswered
 from clusterprep.smoke.rendezvous import NEXT_STEP, SETUP_TIMEOUT
@@ -36,60 +26,35 @@ INTERFACE_VARIABLES = {"nccl": ["NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"],
 SLOW_FRACTION = 0.5
 
 
-async def check_links(fleet: Fleet, names: NamesResult, *, backend: str, pairs_up_to: int,
-                      seconds: float, dial_timeout: float) -> LinksResult:
-    started = time.monotonic()
-    nodes = fleet.inventory.nodes
-    result = LinksResult(all_pairs=len(nodes) <= pairs_up_to, seconds_measured=seconds)
+async def check_links(conversations: list[Conversation], names: NamesResult, *, backend: str,
+                      pairs_up_to: int, seconds: float, dial_timeout: float) -> LinksResult:
+    result = LinksResult(all_pairs=len(conversations) <= pairs_up_to, seconds_measured=seconds)
     token = secrets.token_hex(16)
-    conversations = start_all(fleet, [
-        Conversation(node, "smoke_links", {
-            "node": node.name, "token": token, "address": names.addresses.get(node.name, ""),
-            "variables": INTERFACE_VARIABLES[backend], "timeout": dial_timeout})
-        for node in nodes])
-    try:
-        await _measure(conversations, result, seconds, dial_timeout)
-    except asyncio.CancelledError:
-        await stop_all(conversations)
-        result.interrupted = True
-        acknowledge()
-    result.seconds = time.monotonic() - started
-    return result
-
-
-async def _measure(conversations: list[Conversation], result: LinksResult, seconds: float,
-                   dial_timeout: float) -> None:
-    listening = await gather_events(conversations, "listening", timeout=SETUP_TIMEOUT)
     for conversation in conversations:
-        event = listening[conversation.node.name]
-        if event is not None:
-            result.interfaces[conversation.node.name] = _interface_label(event)
+        conversation.send({"stage": "links", "node": conversation.node.name, "token": token,
+                           "address": names.addresses.get(conversation.node.name, ""),
+                           "variables": INTERFACE_VARIABLES[backend], "timeout": dial_timeout})
+    listening, failures = await replies(conversations, "listening", timeout=SETUP_TIMEOUT)
+    for node, event in listening.items():
+        result.interfaces[node] = _interface_label(event)
+    result.problems += [unanswered(node, error) for node, error in failures.items()]
     result.problems += _listening_problems(listening)
-    if result.problems or any(event is None for event in listening.values()):
-        for conversation in conversations:
-            conversation.close()
-        await finish_all(conversations, SETUP_TIMEOUT)
-        for conversation in conversations:
-            if listening[conversation.node.name] is None:
-                result.problems.append(unanswered(conversation.node.name,
-                                                  await conversation.failure()))
-        return
+    if result.problems:
+        return result
     ring = [(c.node, listening[c.node.name]) for c in conversations]
     for i, conversation in enumerate(conversations):
         conversation.send(_plan(ring, i, result.all_pairs, seconds))
-    rounds = 1 + (len(ring) - 1) // 16  # the probe dials 16 peers at a time
-    sent = await gather_events(conversations, "sent",
-                               timeout=SETUP_TIMEOUT + rounds * dial_timeout + seconds * 2)
-    for conversation in conversations:
+    rounds = 1 + (len(ring) - 1) // 16  # a node dials 16 peers at a time
+    sent, failures = await replies(conversations, "sent",
+                                   timeout=SETUP_TIMEOUT + rounds * dial_timeout + 2 * seconds)
+    live = [c for c in conversations if c.node.name not in failures]
+    for conversation in live:
         conversation.send({"stop": True})
-        conversation.close()
-    done = await gather_events(conversations, "done", timeout=SETUP_TIMEOUT + dial_timeout)
-    await finish_all(conversations, SETUP_TIMEOUT)
-    for conversation in conversations:
-        if sent[conversation.node.name] is None or done[conversation.node.name] is None:
-            result.problems.append(unanswered(conversation.node.name,
-                                              await conversation.failure()))
-    _read_links(result, [c.node.name for c in conversations], sent, done, seconds)
+    received, late = await replies(live, "received", timeout=SETUP_TIMEOUT + dial_timeout)
+    failures.update(late)
+    result.problems += [unanswered(node, error) for node, error in failures.items()]
+    _read_links(result, [c.node.name for c in conversations], sent, received, seconds)
+    return result
 
 
 def _interface_label(event: dict[str, Any]) -> str:
@@ -99,10 +64,10 @@ def _interface_label(event: dict[str, Any]) -> str:
     return f"{chosen['variable']}={chosen['value']}: {chosen['selected'][0]} ({chosen['address']})"
 
 
-def _listening_problems(listening: dict[str, dict[str, Any] | None]) -> list[Problem]:
+def _listening_problems(listening: dict[str, dict[str, Any]]) -> list[Problem]:
     causes = []
     for node, event in listening.items():
-        if event is None or "error" not in event:
+        if "error" not in event:
             continue
         if event["error"] == "interface":
             for entry in event["interfaces"]:
@@ -135,10 +100,10 @@ def _plan(ring: list[tuple[Node, dict[str, Any]]], i: int, all_pairs: bool,
 def _read_links(result: LinksResult, order: list[str], sent: dict[str, Any],
                 done: dict[str, Any], seconds: float) -> None:
     received = {(stream["from"], node): stream
-                for node, event in done.items() if event for stream in event["received"]}
+                for node, event in done.items() for stream in event["streams"]}
     causes = []
     for node in order:
-        event = sent[node]
+        event = sent.get(node)
         if event is None:
             continue
         for pair in event["pairs"]:

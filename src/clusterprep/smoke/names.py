@@ -8,13 +8,13 @@ given `gpu1` as the master address and cannot resolve it.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 from clusterprep.fleet import Fleet
 from clusterprep.fleet.gather import fold
 from clusterprep.fleet.transport import NodeUnreachable
 from clusterprep.inventory import Node
+from clusterprep.smoke.conversation import Conversation, replies
 from clusterprep.smoke.model import NameRow, NamesResult, Problem
 from clusterprep.smoke.problems import folded, unanswered
 
@@ -28,21 +28,18 @@ def host_name(node: Node) -> str:
     return node.host[1:-1] if node.host.startswith("[") else node.host
 
 
-async def check_names(fleet: Fleet, timeout: float | None = None) -> NamesResult:
-    """Every node resolves every node's name; one round trip per node."""
-    started = time.monotonic()
+async def check_names(fleet: Fleet, conversations: list[Conversation],
+                      timeout: float) -> NamesResult:
+    """Every node resolves every node's name: the first stage of each node's smoke probe."""
     nodes = fleet.inventory.nodes
     names = list(dict.fromkeys(host_name(node) for node in nodes))
-    answers, interrupted = await fleet.probe("smoke_names", {"names": names}, timeout=timeout)
-    result = NamesResult(master=host_name(nodes[0]), interrupted=interrupted)
-    views: dict[str, dict[str, dict]] = {}
-    for answer in answers:
-        if answer.data is None:
-            assert answer.error is not None
-            result.problems.append(unanswered(answer.node, answer.error))
-            continue
-        views[answer.node] = answer.data["resolved"]
-        result.gpus[answer.node] = int(answer.data.get("gpus", 0))
+    result = NamesResult(master=host_name(nodes[0]))
+    for conversation in conversations:
+        conversation.send({"stage": "names", "names": names})
+    answers, failures = await replies(conversations, "names", timeout=timeout)
+    result.problems += [unanswered(node, error) for node, error in failures.items()]
+    views = {node: answer["resolved"] for node, answer in answers.items()}
+    result.gpus = {node: int(answer.get("gpus", 0)) for node, answer in answers.items()}
     if views:
         result.rows = [_agreement(name, views, nodes[0].name) for name in names]
         result.problems += await _unresolved(fleet, result, fold(views))
@@ -51,7 +48,6 @@ async def check_names(fleet: Fleet, timeout: float | None = None) -> NamesResult
         own = {host_name(node): node.name for node in nodes}
         result.addresses = {own[row.name]: row.address for row in result.rows
                             if row.address is not None}
-    result.seconds = time.monotonic() - started
     return result
 
 

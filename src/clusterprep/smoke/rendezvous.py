@@ -1,31 +1,21 @@
 """Phase 2, rendezvous: the head can listen on the master port, and every node (the head too)
 reaches it there through the master address, from its own side.
 
-One conversation per node (`probes/smoke_rendezvous.py`): the head listens first, then every
-node dials; a dial counts only when the head's listener answers with this run's token, so a
-master address that leads to some other machine that happens to listen is caught too.
+The second stage of each node's smoke probe (`probes/smoke_node.py`): the head listens first,
+then every node dials; a dial counts only when the head's listener answers with this run's
+token, so a master address that leads to some other machine that happens to listen is caught.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
 from typing import Any
 
-from clusterprep.fleet import Fleet
-from clusterprep.smoke.cancel import acknowledge
-from clusterprep.smoke.conversation import (
-    Conversation,
-    finish_all,
-    gather_events,
-    start_all,
-    stop_all,
-)
+from clusterprep.smoke.conversation import Conversation, replies
 from clusterprep.smoke.model import Dial, Problem, RendezvousResult
 from clusterprep.smoke.problems import folded, unanswered
 
-SETUP_TIMEOUT = 30.0  # seconds for a probe to start and report (a slow login shell included)
+SETUP_TIMEOUT = 30.0  # seconds for a stage to answer on a busy node
 
 NEXT_STEP = {
     "refused": "nothing accepts the port from these nodes' side: a firewall rejecting it on "
@@ -40,64 +30,47 @@ NEXT_STEP = {
 }
 
 
-async def check_rendezvous(fleet: Fleet, master: str, port: int,
+async def check_rendezvous(conversations: list[Conversation], master: str, port: int,
                            dial_timeout: float) -> RendezvousResult:
-    started = time.monotonic()
     result = RendezvousResult(master=master, port=port)
     token = secrets.token_hex(16)
-    head = fleet.inventory.head
-    conversations = start_all(fleet, [
-        Conversation(node, "smoke_rendezvous", {
-            "node": node.name, "token": token, "port": port, "listen": node is head,
-            "master": master, "timeout": dial_timeout})
-        for node in fleet.inventory.nodes])
-    try:
-        await _rehearse(conversations, result, dial_timeout)
-    except asyncio.CancelledError:
-        await stop_all(conversations)
-        result.interrupted = True
-        acknowledge()
-    result.seconds = time.monotonic() - started
-    return result
-
-
-async def _rehearse(conversations: list[Conversation], result: RendezvousResult,
-                    dial_timeout: float) -> None:
-    listener = conversations[0]
-    opened = (await gather_events([listener], "listening", "taken",
-                                  timeout=SETUP_TIMEOUT))[listener.node.name]
-    if opened is None or opened["event"] == "taken":
+    head = conversations[0]
+    for conversation in conversations:
+        conversation.send({"stage": "rendezvous", "node": conversation.node.name,
+                           "token": token, "port": port, "listen": conversation is head,
+                           "master": master, "timeout": dial_timeout})
+    opened, failures = await replies([head], "master-listening", "master-taken",
+                                     timeout=SETUP_TIMEOUT)
+    if failures or opened[head.node.name]["event"] == "master-taken":
         for conversation in conversations:
             conversation.send({"dial": False})
-            conversation.close()
-        await finish_all(conversations, SETUP_TIMEOUT)
-        result.problems.append(
-            _cannot_listen(listener.node.name, opened, result.port) if opened
-            else unanswered(listener.node.name, await listener.failure()))
-        return
+        result.problems.append(_cannot_listen(head.node.name, opened[head.node.name], port)
+                               if opened else unanswered(head.node.name, failures[head.node.name]))
+        return result
     for conversation in conversations:
         conversation.send({"dial": True})
-    dialed = await gather_events(conversations, "dialed", timeout=SETUP_TIMEOUT + dial_timeout)
-    listener.send({"stop": True})
-    for conversation in conversations:
-        conversation.close()
-    await finish_all(conversations, SETUP_TIMEOUT)
+    dialed, failures = await replies(conversations, "dialed",
+                                     timeout=SETUP_TIMEOUT + dial_timeout)
+    head.send({"stop": True})
+    _, head_failure = await replies([head], "heard", timeout=SETUP_TIMEOUT)
+    failures.update(head_failure)
     causes = []
     for conversation in conversations:
         name = conversation.node.name
-        event = dialed[name]
-        if event is None:
-            result.problems.append(unanswered(name, await conversation.failure()))
+        if name in failures:
+            result.problems.append(unanswered(name, failures[name]))
             continue
+        event = dialed[name]
         dial = Dial(name, bool(event.get("ok")), event.get("cause", ""),
                     event.get("message", ""), _ms(event.get("seconds")))
         result.dials.append(dial)
         if not dial.ok:
-            causes.append((name, f"{dial.cause} connecting to the master {result.master}:"
-                                 f"{result.port}: {dial.message}",
+            causes.append((name, f"{dial.cause} connecting to the master {master}:{port}: "
+                                 f"{dial.message}",
                            NEXT_STEP.get(dial.cause, "check the network between this node "
                                                      "and the head")))
     result.problems += folded(causes)
+    return result
 
 
 def _cannot_listen(head: str, event: dict[str, Any], port: int) -> Problem:

@@ -1,31 +1,42 @@
-"""`clusterprep smoke`: the five phases in order, stopping at the first that fails."""
+"""`clusterprep smoke`: the five phases in order, stopping at the first that fails.
+
+Phases 1-3 are stages of one probe per node (`probes/smoke_node.py`), started once and held
+open as a conversation until the links are measured; the collective launches torchrun, and the
+hand-over writes on this machine.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusterprep.fleet import Fleet
+from clusterprep.smoke.cancel import acknowledge
 from clusterprep.smoke.collective import (
     DEFAULT_SIZES,
     CollectiveListener,
     CollectivePlan,
     run_collective,
 )
+from clusterprep.smoke.conversation import Conversation, finish_all, start_all, stop_all
 from clusterprep.smoke.handover import hand_over
 from clusterprep.smoke.links import check_links
 from clusterprep.smoke.model import (
-    COLLECTIVE,
     HANDOVER,
-    LINKS,
     PHASES,
-    RENDEZVOUS,
+    CollectiveResult,
+    HandoverResult,
+    LinksResult,
     NamesResult,
     PhaseResult,
+    RendezvousResult,
     SmokeReport,
 )
 from clusterprep.smoke.names import check_names
-from clusterprep.smoke.rendezvous import check_rendezvous
+from clusterprep.smoke.rendezvous import SETUP_TIMEOUT, check_rendezvous
 
 BACKENDS = ("auto", "nccl", "gloo")
 
@@ -60,45 +71,83 @@ class SmokeListener(CollectiveListener):
         """A phase has ended, passed or not."""
 
 
+class _Run:
+    """One smoke run: the report so far, and the phases still wanted."""
+
+    def __init__(self, fleet: Fleet, options: SmokeOptions, listener: SmokeListener) -> None:
+        self.fleet = fleet
+        self.options = options
+        self.listener = listener
+        self.report = SmokeReport(fleet.inventory.names, last_phase=options.last_phase)
+        self.wanted = PHASES[:PHASES.index(options.last_phase) + 1]
+
+    async def phase(self, blank: PhaseResult, work: Awaitable[PhaseResult],
+                    conversations: list[Conversation] | None = None) -> PhaseResult | None:
+        """Run one phase; its result when the next phase should follow, else None. Ctrl-C
+        during phases 1-3 stops the node probes and marks the phase interrupted."""
+        self.listener.phase_started(blank.name)
+        started = time.monotonic()
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            if conversations is None:
+                raise
+            await stop_all(conversations)
+            acknowledge()
+            result = blank
+            result.interrupted = True
+        result.seconds = time.monotonic() - started
+        self.report.phases.append(result)
+        self.listener.phase_finished(result)
+        return result if result.ok and len(self.report.phases) < len(self.wanted) else None
+
+
 async def smoke(fleet: Fleet, options: SmokeOptions,
                 listener: SmokeListener | None = None) -> SmokeReport:
-    listener = listener or SmokeListener()
-    report = SmokeReport(fleet.inventory.names, last_phase=options.last_phase)
-    wanted = PHASES[:PHASES.index(options.last_phase) + 1]
-
-    def keep(result: PhaseResult) -> bool:
-        report.phases.append(result)
-        listener.phase_finished(result)
-        return result.ok and len(report.phases) < len(wanted)
-
-    listener.phase_started(PHASES[0])
-    names = await check_names(fleet, timeout=options.dial_timeout * 3)
-    if not keep(names):
-        return report
-    backend = _backend(options.backend, names)
-    listener.phase_started(RENDEZVOUS)
-    if not keep(await check_rendezvous(fleet, names.master, options.master_port,
-                                       options.dial_timeout)):
-        return report
-    listener.phase_started(LINKS)
-    if not keep(await check_links(fleet, names, backend=backend,
-                                  pairs_up_to=options.pairs_up_to,
-                                  seconds=options.link_seconds,
-                                  dial_timeout=options.dial_timeout)):
-        return report
+    run = _Run(fleet, options, listener or SmokeListener())
+    conversations = start_all(fleet, fleet.inventory.nodes, "smoke_node")
+    try:
+        names = await _node_phases(run, conversations)
+    finally:
+        await finish_all(conversations, SETUP_TIMEOUT)
+    if names is None:
+        return run.report
     nproc = {node: max(1, names.gpus.get(node, 0)) for node in fleet.inventory.names}
-    listener.phase_started(COLLECTIVE)
+    backend = _backend(options.backend, names)
     plan = CollectivePlan(
         master=names.master, port=options.master_port, backend=backend, nproc=nproc,
         python=options.python, exports=options.exports,
         sizes=options.sizes or DEFAULT_SIZES[backend], iters=options.iters,
         warmup=options.warmup, timeout=options.timeout, min_busbw=options.min_busbw)
-    if not keep(await run_collective(fleet, plan, listener)):
-        return report
-    listener.phase_started(HANDOVER)
-    keep(hand_over(fleet.inventory.nodes, names.master, options.master_port, nproc,
-                   options.hostfile))
-    return report
+    if await run.phase(CollectiveResult(), run_collective(fleet, plan, run.listener)) is None:
+        return run.report
+    await run.phase(HandoverResult(), _hand_over(fleet, names, options, nproc))
+    return run.report
+
+
+async def _node_phases(run: _Run, conversations: list[Conversation]) -> NamesResult | None:
+    """Names, rendezvous and links; the names when the collective should follow."""
+    options = run.options
+    names = await run.phase(NamesResult(), check_names(
+        run.fleet, conversations, timeout=SETUP_TIMEOUT), conversations)
+    if not isinstance(names, NamesResult):
+        return None
+    if await run.phase(RendezvousResult(), check_rendezvous(
+            conversations, names.master, options.master_port, options.dial_timeout),
+            conversations) is None:
+        return None
+    if await run.phase(LinksResult(), check_links(
+            conversations, names, backend=_backend(options.backend, names),
+            pairs_up_to=options.pairs_up_to, seconds=options.link_seconds,
+            dial_timeout=options.dial_timeout), conversations) is None:
+        return None
+    return names
+
+
+async def _hand_over(fleet: Fleet, names: NamesResult, options: SmokeOptions,
+                     nproc: dict[str, int]) -> HandoverResult:
+    return hand_over(fleet.inventory.nodes, names.master, options.master_port, nproc,
+                     options.hostfile)
 
 
 def _backend(choice: str, names: NamesResult) -> str:
