@@ -16,7 +16,6 @@ and says whether any survived. A worker also ends itself when its torchrun agent
 from __future__ import annotations
 
 import asyncio
-import json
 import posixpath
 import re
 import secrets
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from clusterprep.events import JsonLines
 from clusterprep.fleet import CommandResult, Fleet
 from clusterprep.fleet.gather import fold
 from clusterprep.fleet.transport import NodeUnreachable
@@ -106,30 +106,19 @@ class CollectivePlan:
 class RankEvents:
     """One node's launch output as it arrives: the workers' JSON lines, by kind."""
 
-    def __init__(self, node: str, listener: CollectiveListener) -> None:
-        self.node = node
+    def __init__(self, listener: CollectiveListener) -> None:
         self.listener = listener
-        self.partial = b""
         self.started: dict[int, dict[str, Any]] = {}
         self.joined: set[int] = set()
         self.done: set[int] = set()
         self.sizes: list[dict[str, Any]] = []
         self.torch: str | None = None
+        self.reader = JsonLines(self._note)
 
-    def __call__(self, node: str, stream: str, chunk: bytes) -> None:
-        if stream != "stdout":
+    def _note(self, node: str, event: dict[str, Any]) -> None:
+        if not isinstance(event.get("rank"), int):
             return
-        *lines, self.partial = (self.partial + chunk).split(b"\n")
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and isinstance(event.get("rank"), int):
-                self._note(event)
-                self.listener.rank_event(self.node, event)
-
-    def _note(self, event: dict[str, Any]) -> None:
+        self.listener.rank_event(node, event)
         kind, rank = event.get("event"), event["rank"]
         if kind == "started":
             self.started[rank] = event
@@ -148,7 +137,7 @@ async def run_collective(fleet: Fleet, plan: CollectivePlan,
     run = secrets.token_hex(6)
     script = resources.files("clusterprep.smoke").joinpath("worker.py").read_bytes()
     nodes = fleet.inventory.nodes
-    logs = {node.name: RankEvents(node.name, listener) for node in nodes}
+    logs = {node.name: RankEvents(listener) for node in nodes}
     tasks = {node.name: asyncio.ensure_future(
         _launch(fleet, node, plan.command(i, node.name, run), script, logs[node.name]))
         for i, node in enumerate(nodes)}
@@ -172,7 +161,7 @@ async def _launch(fleet: Fleet, node: Node, command: str, script: bytes,
         transport = await fleet.transport(node)
     except NodeUnreachable as e:
         return CommandResult(node.name, None, error=e.error)
-    return await transport.run(command, stdin=script, on_output=log)
+    return await transport.run(command, stdin=script, on_output=log.reader)
 
 
 async def _wait(tasks: dict[str, asyncio.Task[CommandResult]], timeout: float,

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from clusterprep import probes
+from clusterprep.events import JsonLines
 from clusterprep.fleet import CommandResult, Fleet, NodeError
 from clusterprep.fleet.fleet import PROBE_FAILED
 from clusterprep.fleet.transport import COMMAND_TIMEOUT, NodeUnreachable
@@ -27,7 +28,6 @@ class Conversation:
         self.script = probes.load(probe)
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._partial = b""
         self.task: asyncio.Task[CommandResult] | None = None
         self.gave_up_after: float | None = None  # set when stopped for not answering
 
@@ -41,22 +41,12 @@ class Conversation:
         except NodeUnreachable as e:
             return CommandResult(self.node.name, None, error=e.error)
         return await transport.run(probes.command(self.script), stdin_stream=self._input(),
-                                   on_output=self._read)
+                                   on_output=JsonLines(lambda _, e: self._events.put_nowait(e)))
 
     async def _input(self) -> AsyncIterator[bytes]:
         yield self.script.encode()
         while (line := await self._outbox.get()) is not None:
             yield line
-
-    def _read(self, node: str, stream: str, chunk: bytes) -> None:
-        if stream != "stdout":
-            return
-        *lines, self._partial = (self._partial + chunk).split(b"\n")
-        for line in lines:
-            try:
-                self._events.put_nowait(json.loads(line))
-            except ValueError:
-                continue
 
     @property
     def running(self) -> bool:
