@@ -22,8 +22,9 @@ import pytest
 import torchenv
 from conftest import SRC
 
-from clusterprep.smoke import links, names
-from clusterprep.smoke.model import Link, LinksResult
+from clusterprep.smoke import collective, links, names
+from clusterprep.smoke.collective import CollectivePlan
+from clusterprep.smoke.model import CollectiveResult, Link, LinksResult, SizeResult
 
 
 @pytest.fixture(scope="session")
@@ -263,6 +264,19 @@ def test_a_node_at_both_ends_of_slow_ring_links_is_named_as_the_slow_node():
     assert result.problems[0].cause.startswith("slow node: both of its ring links")
     assert [(l.source, l.target) for l in result.ring if l.slow] == [
         ("n2", "n3"), ("n3", "n4"), ("n6", "n7")]
+
+
+def test_a_wrong_sum_or_a_busbw_under_the_floor_fails_the_collective():
+    plan = CollectivePlan(master="n1", port=29500, backend="nccl", nproc={"n1": 8, "n2": 8},
+                          python="/env/bin/python", exports={}, sizes=(1 << 20, 1 << 28),
+                          iters=20, warmup=5, timeout=300, min_busbw=180.0)
+    result = CollectiveResult(sizes=[SizeResult(1 << 20, 1 << 18, 80.0, 13.1, 24.6, 0),
+                                     SizeResult(1 << 28, 1 << 26, 2900.0, 92.6, 173.6, 3)])
+    causes = [p.cause for p in collective._figure_problems(result, plan)]
+    assert causes == ["all_reduce of 268435456 bytes gave 3 wrong elements (#wrong)",
+                      "busbw 173.60 GB/s at 268435456 bytes is under --min-busbw 180 GB/s"]
+    assert plan.torchrun == "/env/bin/torchrun" and plan.world == 16
+    assert plan.first_rank("n2") == 8
 
 
 def test_bad_smoke_options_are_refused_before_any_node_is_touched(cli):

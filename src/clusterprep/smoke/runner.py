@@ -128,8 +128,10 @@ async def smoke(fleet: Fleet, options: SmokeOptions,
 async def _node_phases(run: _Run, conversations: list[Conversation]) -> NamesResult | None:
     """Names, rendezvous and links; the names when the collective should follow."""
     options = run.options
-    names = await run.phase(NamesResult(), check_names(
-        run.fleet, conversations, timeout=SETUP_TIMEOUT), conversations)
+    # The first answer waits for every connection to open too, at most --fanout at a time.
+    first = SETUP_TIMEOUT + 0.1 * len(conversations)
+    names = await run.phase(NamesResult(), check_names(run.fleet, conversations, first),
+                            conversations)
     if not isinstance(names, NamesResult):
         return None
     if await run.phase(RendezvousResult(), check_rendezvous(
