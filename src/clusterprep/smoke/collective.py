@@ -150,7 +150,8 @@ async def run_collective(fleet: Fleet, plan: CollectivePlan,
     result = CollectiveResult(backend=plan.backend, world=plan.world, nproc=dict(plan.nproc),
                               interrupted=outcome == INTERRUPTED, timed_out=outcome == TIMED_OUT)
     await _sweep(fleet, nodes, run, result)
-    await _settle(tasks)
+    if await _settle(tasks):
+        await _sweep(fleet, nodes, run, result)  # a launch that started after the sweep
     _judge(result, plan, outcome, failed, {name: t.result() for name, t in tasks.items()}, logs)
     return result
 
@@ -201,14 +202,17 @@ async def _sweep(fleet: Fleet, nodes: list[Node], run: str, result: CollectiveRe
             result.survivors[answer.node] = answer.data["survivors"]
 
 
-async def _settle(tasks: dict[str, asyncio.Task[CommandResult]]) -> None:
-    """Give the launch commands a moment to end by themselves, then end them."""
+async def _settle(tasks: dict[str, asyncio.Task[CommandResult]]) -> bool:
+    """Give the launch commands a moment to end by themselves, then end them; whether any
+    had to be ended."""
     pending = [task for task in tasks.values() if not task.done()]
     if pending:
         await asyncio.wait(pending, timeout=SETTLE_SECONDS)
-    for task in pending:
+    stopped = [task for task in pending if not task.done()]
+    for task in stopped:
         task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    await asyncio.gather(*stopped, return_exceptions=True)
+    return bool(stopped)
 
 
 def _judge(result: CollectiveResult, plan: CollectivePlan, outcome: str, failed: list[str],

@@ -62,6 +62,12 @@ def main():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    def barrier():
+        if device.type == "cuda":
+            dist.barrier(device_ids=[device.index])
+        else:
+            dist.barrier()
+
     dist.init_process_group(args.backend, timeout=datetime.timedelta(seconds=args.timeout))
     emit("joined", world=world, torch=torch.__version__)
     for size in [int(s) for s in args.sizes.split(",")]:
@@ -70,7 +76,7 @@ def main():
         for _ in range(args.warmup):
             dist.all_reduce(buffer)
         settle()
-        dist.barrier()
+        barrier()
         started = time.perf_counter()
         for _ in range(args.iters):
             dist.all_reduce(buffer)
@@ -95,4 +101,5 @@ def main():
     emit("done")
 
 
-main()
+if __name__ == "__main__":
+    main()
