@@ -59,10 +59,10 @@ class ProgressLines(SmokeListener):
 
 def document(report: SmokeReport, warnings: list[str]) -> dict[str, Any]:
     """The `--json` object: every phase that ran, with all its figures."""
-    failed = next((p.name for p in report.phases if not p.ok), None)
+    failed = report.failed_phase
     return {
         "ok": report.ok, "interrupted": report.interrupted, "nodes": report.nodes,
-        "failed_phase": failed,
+        "failed_phase": failed.name if failed else None,
         "phases": [dict(dataclasses.asdict(p), ok=p.ok) for p in report.phases],
         "problems": [p.as_dict() for p in report.problems], "warnings": warnings,
     }
@@ -79,7 +79,7 @@ def report_tables(report: SmokeReport) -> None:
         for problem in phase.problems:
             step = f" Next: {problem.next_step}" if problem.next_step else ""
             node_problem(console, problem.where, problem.cause + "." + step)
-    failed = next((p for p in report.phases if not p.ok), None)
+    failed = report.failed_phase
     if report.interrupted:
         console.print(f"[yellow]smoke interrupted during {report.phases[-1].name}[/]")
     elif failed is not None:
@@ -93,15 +93,17 @@ def _names(result: NamesResult) -> Table:
     table = Table(title=f"names: master address {result.master}")
     for column in ("name", "address", "alike on", "differs on"):
         table.add_column(column, overflow="fold")
-    rows = [row for row in result.rows if row.others] or result.rows
+    differ = [row for row in result.rows if row.others]
+    rows = differ or result.rows
     for row in rows[:ROWS]:
         differs = "; ".join(f"{nodes}: {value}" for value, nodes in differing(row))
         table.add_row(escape(row.name), escape(row.address or "-"),
                       escape(fold(row.agreeing)) if row.agreeing else "-",
                       f"[red]{escape(differs)}[/]" if differs else "")
-    hidden = len(result.rows) - min(len(rows), ROWS)
-    if hidden:
-        table.caption = f"{hidden} more names resolve alike on every node"
+    alike = len(result.rows) - len(differ) if differ else max(0, len(rows) - ROWS)
+    more = [f"{alike} more names resolve alike on every node"] if alike else []
+    more += [f"{len(differ) - ROWS} more differ"] if len(differ) > ROWS else []
+    table.caption = "; ".join(more) or None
     return table
 
 

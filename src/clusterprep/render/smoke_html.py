@@ -20,7 +20,7 @@ from clusterprep.smoke.model import (
 
 
 def smoke_page(report: SmokeReport, title: str = "clusterprep smoke") -> str:
-    failed = next((p for p in report.phases if not p.ok), None)
+    failed = report.failed_phase
     if report.interrupted:
         verdict = f"interrupted during {report.phases[-1].name}"
     elif failed is not None:

@@ -166,6 +166,11 @@ class SmokeReport:
         return ran == wanted and all(p.ok for p in self.phases)
 
     @property
+    def failed_phase(self) -> PhaseResult | None:
+        """The phase that stopped the run (failed or interrupted), if any."""
+        return next((p for p in self.phases if not p.ok), None)
+
+    @property
     def problems(self) -> list[Problem]:
         return [problem for phase in self.phases for problem in phase.problems]
 
