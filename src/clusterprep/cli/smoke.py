@@ -46,7 +46,7 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
                             "nccl, 64K,1M,16M for gloo)")
     group.add_argument("--iters", type=common.positive_int, default=20, metavar="N",
                        help="timed all_reduce calls per size (default 20)")
-    group.add_argument("--warmup", type=int, choices=range(0, 101), default=5, metavar="N",
+    group.add_argument("--warmup", type=whole_or_zero, default=5, metavar="N",
                        help="untimed calls before them (default 5)")
     group.add_argument("--min-busbw", type=common.positive_float, default=None, metavar="GB/s",
                        help="fail when the largest size's busbw is under this")
@@ -69,10 +69,23 @@ def port(text: str) -> int:
     return value
 
 
+def whole_or_zero(text: str) -> int:
+    if text.strip() == "0":
+        return 0
+    try:
+        return common.positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}") \
+            from None
+
+
 def seconds_or_zero(text: str) -> float:
     if text.strip() in ("0", "0.0"):
         return 0.0
-    return common.positive_float(text)
+    try:
+        return common.positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected seconds, 0 or more, got {text!r}") from None
 
 
 def sizes(text: str) -> tuple[int, ...]:
