@@ -45,9 +45,9 @@ async def check_names(fleet: Fleet, conversations: list[Conversation],
         result.problems += await _unresolved(fleet, result, fold(views))
         for row in result.rows:
             result.problems += _disagreements(row, result.master)
-        own = {host_name(node): node.name for node in nodes}
-        result.addresses = {own[row.name]: row.address for row in result.rows
-                            if row.address is not None}
+        agreed = {row.name: row.address for row in result.rows if row.address is not None}
+        result.addresses = {node.name: agreed[host_name(node)] for node in nodes
+                            if host_name(node) in agreed}
     return result
 
 
