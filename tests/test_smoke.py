@@ -4,7 +4,7 @@ way it cannot is named, with nothing left running on any node.
 Every collective here is a real `torchrun` + gloo over the simulated cluster's addresses, in a
 venv with real torch (tests/torchenv.py). Nodes resolve each other's names through their own
 /etc/hosts (tests/cluster.py), which a test changes per node to make a node wrong. No GPU can
-be reached from here: the nccl path is the same code with `--backend nccl`, not run by tests.
+be reached from here: the collective's nccl path (`--backend nccl`, GPUs) is not run by tests.
 """
 
 from __future__ import annotations
@@ -49,10 +49,11 @@ def smoke_args(sim, recipe: Path, *extra: str) -> list[str]:
             "--hostfile", str(sim.root / "hostfile"), *extra]
 
 
-def write_recipe(sim, env: Path | str = torchenv.ENV) -> Path:
+def write_recipe(sim) -> Path:
+    """A recipe whose env is the torch venv (the same path on every node)."""
     recipe = sim.root / "recipe.toml"
     recipe.write_text(f'[shared]\ndir = "{sim.shared}"\n\n[env]\nbackend = "venv"\n'
-                      f'name = "torch"\npython = "3.11"\nprefix = "{env}"\n')
+                      f'name = "torch"\npython = "3.11"\nprefix = "{torchenv.ENV}"\n')
     return recipe
 
 
