@@ -96,7 +96,7 @@ def phases(nodes: int, repeat: int, work: Path) -> None:
 
 # -- ring links against iperf3 -------------------------------------------------------------
 
-def links(nodes: int, seconds: float, work: Path) -> None:
+def links(nodes: int, seconds: float, repeat: int, work: Path) -> None:
     with ShapedCluster(work / "shaped", nodes, 300, prefix="cps", subnet="10.202.0",
                        rates={2: 100}) as net:
         addresses = [net.node_addr(k) for k in range(1, nodes + 1)]
@@ -109,18 +109,31 @@ def links(nodes: int, seconds: float, work: Path) -> None:
         argv, env = clusterprep("smoke", "-n", str(nodes_file), "-F", str(config), "--json",
                                 "--shared-dir", str(work), "--until", "links",
                                 "--link-seconds", f"{seconds:g}", "--pairs-up-to", "1")
-        report = run_json(net.in_head(*argv), env)
-        measured = next(p for p in report["phases"] if p["name"] == "links")
-        ours = {(l["source"], l["target"]): l["mb_per_s"] for l in measured["ring"]}
-        theirs = iperf3_ring(net, addresses, seconds)
-    print(f"ring links, {seconds:g} s each, all at once (MB/s); {load()}")
+        ours: dict[tuple[str, str], list[float]] = {}
+        theirs: dict[tuple[str, str], list[float]] = {}
+        named: list[str] = []
+        for i in range(repeat):  # alternating which goes first
+            for way in ("smoke", "iperf3") if i % 2 == 0 else ("iperf3", "smoke"):
+                if way == "iperf3":
+                    for link, rate in iperf3_ring(net, addresses, seconds).items():
+                        theirs.setdefault(link, []).append(rate)
+                    continue
+                report = run_json(net.in_head(*argv), env)
+                measured = next(p for p in report["phases"] if p["name"] == "links")
+                for link in measured["ring"]:
+                    ours.setdefault((link["source"], link["target"]), []).append(
+                        link["mb_per_s"])
+                named.append(", ".join(f"{p['where']} ({p['cause'].split(':')[0]})"
+                                       for p in report["problems"]) or "nothing")
+    print(f"ring links, {seconds:g} s each, all at once (MB/s), median of {repeat} runs each, "
+          f"alternating; {load()}")
     print("| link | clusterprep smoke | iperf3 | smoke / iperf3 |")
     print("|---|---:|---:|---:|")
-    for (source, target), rate in ours.items():
-        other = theirs[(source, target)]
-        print(f"| {source} -> {target} | {rate:.2f} | {other:.2f} | {rate / other:.3f} |")
-    slow = [p for p in report["problems"] if "slow" in p["cause"]]
-    print("named:", "; ".join(f"{p['where']}: {p['cause']}" for p in slow) or "nothing")
+    for link, rates in ours.items():
+        a, b = statistics.median(rates), statistics.median(theirs[link])
+        print(f"| {link[0]} -> {link[1]} | {a:.2f} | {b:.2f} | {a / b:.3f} |  runs: "
+              f"{[round(r, 2) for r in rates]} / {[round(r, 2) for r in theirs[link]]}")
+    print("named by smoke, run by run:", "; ".join(named))
 
 
 def iperf3_ring(net: ShapedCluster, addresses: list[str],
@@ -176,8 +189,8 @@ def collective(nodes: int, repeat: int, work: Path, sizes: str, iters: int) -> N
     print("|---:|---:|---:|---:|")
     for size in ours:
         a, b = statistics.median(ours[size]), statistics.median(theirs[size])
-        print(f"| {size} | {a:.4f} | {b:.4f} | {a / b:.3f} |  runs: {ours[size]} / "
-              f"{theirs[size]}")
+        print(f"| {size} | {a:.4f} | {b:.4f} | {a / b:.3f} |  runs: "
+              f"{[round(r, 3) for r in ours[size]]} / {[round(r, 3) for r in theirs[size]]}")
 
 
 def plain(sim: SimCluster, script: Path, sizes: str, iters: int) -> dict[int, float]:
@@ -215,7 +228,7 @@ def main() -> int:
         if "phases" in parts:
             phases(args.phase_nodes, args.repeat, work)
         if "links" in parts:
-            links(args.link_nodes, args.link_seconds, work)
+            links(args.link_nodes, args.link_seconds, args.repeat, work)
         if "collective" in parts:
             collective(args.collective_nodes, args.repeat, work, args.sizes, args.iters)
     return 0
