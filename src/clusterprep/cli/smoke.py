@@ -10,7 +10,8 @@ from typing import Any
 from clusterprep.cli import common
 from clusterprep.localfiles import write_atomically
 from clusterprep.recipe import load_recipe
-from clusterprep.smoke.model import PHASES
+from clusterprep.render import jsonout
+from clusterprep.smoke.model import PHASES, SmokeReport
 from clusterprep.smoke.runner import BACKENDS, SmokeOptions, smoke
 
 DEFAULT_TIMEOUT = 300.0
@@ -101,7 +102,7 @@ def sizes(text: str) -> tuple[int, ...]:
 
 
 def cmd_smoke(args: argparse.Namespace) -> int:
-    from clusterprep.render import smoke as view, smoke_html
+    from clusterprep.render import smoke_json, smoke_progress
 
     recipe = load_recipe(args.recipe, args.shared_dir)
     inventory = common.inventory(args)
@@ -113,11 +114,16 @@ def cmd_smoke(args: argparse.Namespace) -> int:
         timeout=args.timeout or DEFAULT_TIMEOUT, dial_timeout=args.connect_timeout,
         hostfile=Path(args.hostfile), last_phase=args.until)
 
-    def show(report: Any) -> None:
+    def show(report: SmokeReport) -> None:
         if args.html:
+            from clusterprep.render import smoke_html
             write_atomically(Path(args.html), smoke_html.smoke_page(report).encode())
-        common.shown(args, lambda r: view.document(r, inventory.warnings),
-                     view.report_tables)(report)
+        if args.json:
+            jsonout.emit(smoke_json.document(report, inventory.warnings))
+        else:
+            from clusterprep.render import smoke as tables
+            tables.report_tables(report)
 
-    return common.over_fleet(args, inventory,
-                             lambda fleet: smoke(fleet, options, view.ProgressLines()), show)
+    return common.over_fleet(
+        args, inventory, lambda fleet: smoke(fleet, options, smoke_progress.ProgressLines()),
+        show)

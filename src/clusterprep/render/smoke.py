@@ -1,10 +1,8 @@
-"""`clusterprep smoke` for people and scripts: progress lines as the phases go, a short table
-per phase, the problems with their next steps, and the `--json` document."""
+"""`clusterprep smoke` on a terminal: a short table per phase, then the problems with their
+next steps. (Progress lines: `smoke_progress.py`; `--json`: `smoke_json.py`; both without rich.)"""
 
 from __future__ import annotations
 
-import dataclasses
-import sys
 from typing import Any
 
 from rich.markup import escape
@@ -12,60 +10,18 @@ from rich.table import Table
 
 from clusterprep.fleet.gather import fold
 from clusterprep.render.console import node_problem, stdout_console
+from clusterprep.render.smoke_progress import counted
 from clusterprep.smoke.model import (
     CollectiveResult,
     HandoverResult,
     LinksResult,
-    NameRow,
     NamesResult,
     PhaseResult,
     RendezvousResult,
     SmokeReport,
 )
-from clusterprep.smoke.runner import SmokeListener
 
 ROWS = 16  # past this many rows, a table shows the rows that matter and a summary
-
-
-def counted(n: int, word: str, plural: str = "") -> str:
-    return f"{n} {word if n == 1 else plural or word + 's'}"
-
-
-class ProgressLines(SmokeListener):
-    """One line on stderr per phase, and the collective's milestones, as they happen."""
-
-    def __init__(self) -> None:
-        self.joined = 0
-
-    def phase_started(self, name: str) -> None:
-        print(f"smoke: {name} ...", file=sys.stderr, flush=True)
-
-    def phase_finished(self, result: PhaseResult) -> None:
-        state = "interrupted" if result.interrupted else "ok" if result.ok else (
-            f"FAILED ({counted(len(result.problems), 'problem')})")
-        print(f"smoke: {result.name} {state} ({result.seconds:.1f} s)", file=sys.stderr,
-              flush=True)
-
-    def rank_event(self, node: str, event: dict[str, Any]) -> None:
-        if event.get("event") == "joined":
-            self.joined += 1
-            if self.joined == event.get("world"):
-                print(f"smoke: collective: all {self.joined} ranks joined "
-                      f"(torch {event.get('torch')})", file=sys.stderr, flush=True)
-        elif event.get("event") == "size":
-            print(f"smoke: collective: {event['bytes']} bytes, busbw {event['busbw']:.3f} GB/s, "
-                  f"#wrong {event['wrong']}", file=sys.stderr, flush=True)
-
-
-def document(report: SmokeReport, warnings: list[str]) -> dict[str, Any]:
-    """The `--json` object: every phase that ran, with all its figures."""
-    failed = report.failed_phase
-    return {
-        "ok": report.ok, "interrupted": report.interrupted, "nodes": report.nodes,
-        "failed_phase": failed.name if failed else None,
-        "phases": [dict(dataclasses.asdict(p), ok=p.ok) for p in report.phases],
-        "problems": [p.as_dict() for p in report.problems], "warnings": warnings,
-    }
 
 
 def report_tables(report: SmokeReport) -> None:
@@ -96,7 +52,7 @@ def _names(result: NamesResult) -> Table:
     differ = [row for row in result.rows if row.others]
     rows = differ or result.rows
     for row in rows[:ROWS]:
-        differs = "; ".join(f"{nodes}: {value}" for value, nodes in differing(row))
+        differs = "; ".join(f"{nodes}: {value}" for value, nodes in row.differing())
         table.add_row(escape(row.name), escape(row.address or "-"),
                       escape(fold(row.agreeing)) if row.agreeing else "-",
                       f"[red]{escape(differs)}[/]" if differs else "")
@@ -105,14 +61,6 @@ def _names(result: NamesResult) -> Table:
     more += [f"{len(differ) - ROWS} more differ"] if len(differ) > ROWS else []
     table.caption = "; ".join(more) or None
     return table
-
-
-def differing(row: NameRow) -> list[tuple[str, str]]:
-    """The row's other views, as (value, folded nodes that see it)."""
-    nodes: dict[str, list[str]] = {}
-    for node, value in row.others.items():
-        nodes.setdefault(value, []).append(node)
-    return [(value, fold(names)) for value, names in nodes.items()]
 
 
 def _rendezvous(result: RendezvousResult) -> Table:

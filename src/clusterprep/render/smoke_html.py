@@ -7,7 +7,6 @@ from html import escape
 
 from clusterprep.fleet.gather import fold
 from clusterprep.render.html import page
-from clusterprep.render.smoke import differing
 from clusterprep.smoke.model import (
     CollectiveResult,
     HandoverResult,
@@ -50,7 +49,7 @@ def _section(phase: PhaseResult) -> str:
         parts.append(f"<p>master address <code>{escape(phase.master)}</code></p>")
         parts.append(_table(["name", "address", "alike on", "differs on"], [
             [escape(r.name), escape(r.address or "-"), escape(fold(r.agreeing)),
-             _mark(False, "; ".join(f"{nodes}: {value}" for value, nodes in differing(r)))
+             _mark(False, "; ".join(f"{nodes}: {value}" for value, nodes in r.differing()))
              if r.others else ""] for r in phase.rows]))
     elif isinstance(phase, RendezvousResult):
         parts.append(f"<p><code>{escape(phase.master)}:{phase.port}</code> from every node</p>")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from clusterprep.fleet.gather import fold
+
 NAMES, RENDEZVOUS, LINKS, COLLECTIVE, HANDOVER = (
     "names", "rendezvous", "links", "collective", "handover")
 PHASES = (NAMES, RENDEZVOUS, LINKS, COLLECTIVE, HANDOVER)
@@ -44,6 +46,13 @@ class NameRow:
     address: str | None
     agreeing: list[str]
     others: dict[str, str]
+
+    def differing(self) -> list[tuple[str, str]]:
+        """The other views, each once: (value, the folded nodes that see it)."""
+        nodes: dict[str, list[str]] = {}
+        for node, value in self.others.items():
+            nodes.setdefault(value, []).append(node)
+        return [(value, fold(names)) for value, names in nodes.items()]
 
 
 @dataclass
