@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchkit import ROOT, clusterprep
+from benchkit import ROOT, NodeCpu, clusterprep
 from cluster import SimCluster
 from shapednet import ShapedCluster
 from torchenv import ENV as TORCH_ENV
@@ -80,18 +80,35 @@ def phases(nodes: int, repeat: int, work: Path) -> None:
     with SimCluster(work / f"sim{nodes}", nodes) as sim:
         sim.learn_host_keys()
         where = ["-n", str(sim.nodes_file), "-F", str(sim.ssh_config), "--json"]
-        smoke = clusterprep("smoke", *where, "-r", str(recipe_for(work, sim.shared)),
-                            "--until", "links", "--link-seconds", "0")
-        true = clusterprep("run", *where, "true")
-        for argv, env in (smoke, true):
+        commands = {
+            "smoke": clusterprep("smoke", *where, "-r", str(recipe_for(work, sim.shared)),
+                                 "--until", "links", "--link-seconds", "0"),
+            "run true": clusterprep("run", *where, "true"),
+        }
+        for argv, env in commands.values():
             wall_seconds(argv, env)  # warm the page cache and the ssh -G cache
-        times: dict[str, list[float]] = {"smoke": [], "true": []}
-        for _ in range(repeat):
-            for name, (argv, env) in (("smoke", smoke), ("true", true)):
-                times[name].append(wall_seconds(argv, env))
-        smoke_s, true_s = (statistics.median(times[k]) for k in ("smoke", "true"))
-        print(f"phases 1-3 at {nodes} nodes: smoke {smoke_s:.3f} s, run true {true_s:.3f} s, "
-              f"ratio {smoke_s / true_s:.2f} (runs: {times}); {load()}", flush=True)
+        walls: dict[str, list[float]] = {name: [] for name in commands}
+        node_ms: dict[str, list[float]] = {name: [] for name in commands}
+        cpu = NodeCpu(sim)
+        try:
+            for _ in range(repeat):
+                for name, (argv, env) in commands.items():
+                    before = cpu.seconds()
+                    walls[name].append(wall_seconds(argv, env))
+                    after = cpu.seconds()
+                    if before is not None and after is not None:
+                        node_ms[name].append((after - before) / nodes * 1000)
+        finally:
+            cpu.close()
+    print(f"phases 1-3 at {nodes} nodes, median of {repeat}; {load()}")
+    print("| command | wall (s) | ratio to run true | node CPU per node (ms) |")
+    print("|---|---:|---:|---:|")
+    floor = statistics.median(walls["run true"])
+    for name in commands:
+        wall = statistics.median(walls[name])
+        per_node = f"{statistics.median(node_ms[name]):.0f}" if node_ms[name] else "-"
+        print(f"| {name} | {wall:.3f} | {wall / floor:.2f} | {per_node} |  runs: "
+              f"{[round(w, 2) for w in walls[name]]}")
 
 
 # -- ring links against iperf3 -------------------------------------------------------------
