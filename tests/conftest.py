@@ -81,20 +81,42 @@ class CliResult:
 def cli(tmp_path: Path) -> Callable[..., CliResult]:
     """Run `clusterprep ARGS...` as a separate process, from this checkout's src/.
 
-    `cli(*args, cwd=None, env=None, input=None, timeout=120)`; `env` adds to a copy of os.environ
-    where HOME is the test's own folder, so no test reads or writes the real ~/nodes.txt.
+    `cli(*args, cwd=None, env=None, input=None, timeout=120, prefix=())`; `env` adds to a copy
+    of os.environ where HOME is the test's own folder, so no test reads or writes the real
+    ~/nodes.txt; `prefix` is a command line that runs clusterprep (`unshare ...`, say).
+    `cli.start(*args, env=None, prefix=())` starts one without waiting: a `subprocess.Popen`
+    with text stdout and stderr pipes, for `cli.finish(process)` to turn into a CliResult.
     """
 
-    def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            input: str | None = None, timeout: float = 120) -> CliResult:
+    def argv_env(args: tuple[str, ...], env: dict[str, str] | None,
+                 prefix: tuple[str, ...] | list[str]) -> tuple[list[str], dict[str, str]]:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERPREP_")}
         environment.update(PYTHONPATH=str(SRC), HOME=str(tmp_path / "home"))
         environment.update(env or {})
         (tmp_path / "home").mkdir(exist_ok=True)
+        return [*prefix, sys.executable, "-m", "clusterprep", *args], environment
+
+    def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            input: str | None = None, timeout: float = 120,
+            prefix: tuple[str, ...] | list[str] = ()) -> CliResult:
+        argv, environment = argv_env(args, env, prefix)
         done = subprocess.run(
-            [sys.executable, "-m", "clusterprep", *args], cwd=cwd or tmp_path, env=environment,
+            argv, cwd=cwd or tmp_path, env=environment,
             input=input, capture_output=True, text=True, errors="replace", timeout=timeout,
         )
         return CliResult(done.returncode, done.stdout, done.stderr)
 
+    def start(*args: str, env: dict[str, str] | None = None,
+              prefix: tuple[str, ...] | list[str] = ()) -> subprocess.Popen:
+        argv, environment = argv_env(args, env, prefix)
+        return subprocess.Popen(argv, cwd=tmp_path, env=environment, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                errors="replace")
+
+    def finish(process: subprocess.Popen, timeout: float = 120) -> CliResult:
+        stdout, stderr = process.communicate(timeout=timeout)
+        return CliResult(process.returncode, stdout, stderr)
+
+    run.start = start  # type: ignore[attr-defined]
+    run.finish = finish  # type: ignore[attr-defined]
     return run

@@ -3,8 +3,10 @@ Miniconda stand-in, and recipes that use them.
 
 The stand-ins replace only what cannot be reached from here: PyPI (a one-wheel wheelhouse),
 GitHub (a local repository) and repo.anaconda.com (an installer with Miniconda's command-line
-contract: `-b -p PREFIX`, `PREFIX/bin/conda`, `PREFIX/etc/profile.d/conda.sh`). clusterprep's
-own code path is the real one: download through urllib, sha256, `bash installer -b -p`.
+contract: `-b -p PREFIX`, `PREFIX/bin/conda`, `PREFIX/etc/profile.d/conda.sh`, and a conda
+whose shell hook activates an env as real conda does: PATH, CONDA_PREFIX, the env's
+`etc/conda/activate.d` scripts, and a reactivation after `conda install`). clusterprep's own
+code path is the real one: download through urllib, sha256, `bash installer -b -p`.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def make_git_repo(folder: Path) -> str:
 
 
 FAKE_MINICONDA = r"""#!/bin/bash
-# Test stand-in for Miniconda3-*-Linux-x86_64.sh: the same command line (-b -p PREFIX [-u]).
+# Test stand-in for Miniconda3-*-Linux-x86_64.sh: the same command line (-b -p PREFIX [-u]),
+# and a conda that keeps real conda's contract for what clusterprep relies on (see below).
 set -e
 prefix=""; batch=0
 while [ $# -gt 0 ]; do
@@ -79,24 +82,122 @@ while [ $# -gt 0 ]; do
 done
 [ "$batch" = 1 ] && [ -n "$prefix" ] || { echo "usage: -b -p PREFIX" >&2; exit 2; }
 echo "PREFIX=$prefix"
-mkdir -p "$prefix/bin" "$prefix/etc/profile.d"
+mkdir -p "$prefix/bin" "$prefix/condabin" "$prefix/etc/profile.d" "$prefix/conda-meta"
 cat > "$prefix/bin/conda" <<'CONDA'
 #!/bin/bash
+# conda's command line, as far as clusterprep and its tests use it:
+#   create -y -p PREFIX python=X.Y   an env (a venv of the system python stands in), with the
+#                                    conda-meta/ folder that makes a folder a conda env
+#   install [-y] [-p P | -n N] [-c CHANNEL]... SPEC...   into P, else N, else the ACTIVE env
+#                                    ($CONDA_PREFIX), else base; records conda-meta/NAME-*.json
+#   shell.posix activate|reactivate|deactivate   the shell code the `conda` function evals:
+#                                    PATH and CONDA_* set, and the env's etc/conda/activate.d/
+#                                    *.sh sourced (deactivate.d/*.sh on the way out)
+base="$(cd "$(dirname "$0")/.." && pwd)"
+env_path() {  # a conda env by name or path, as conda resolves it
+    case "$1" in
+        ""|base) echo "$base" ;;
+        */*) echo "$1" ;;
+        *) echo "$base/envs/$1" ;;
+    esac
+}
+sourced() {  # shell lines that source the env's activate.d or deactivate.d scripts, in order
+    for script in "$1"/etc/conda/"$2".d/*.sh; do
+        [ -f "$script" ] && printf '. "%s"\n' "$script"
+    done
+    return 0
+}
+without() {  # PATH without one folder
+    printf '%s' ":$PATH:" | sed "s#:$1:#:#g; s#^:##; s#:\$##"
+}
 case "$1" in
-    --version) echo "conda 24.9.2" ;;
-    create)  # create -y -p PREFIX python=X.Y: a venv of the system python stands in
+    --version) echo "conda 24.5.0" ;;
+    create)
         shift; target=""
-        while [ $# -gt 0 ]; do [ "$1" = -p ] && { target="$2"; shift; }; shift; done
-        /usr/bin/python3 -m venv "$target" ;;
-    install) echo "conda install $*" ;;
+        while [ $# -gt 0 ]; do
+            case "$1" in -p) target="$2"; shift ;; -n) target="$(env_path "$2")"; shift ;; esac
+            shift
+        done
+        /usr/bin/python3 -m venv "$target"
+        mkdir -p "$target/conda-meta"
+        echo "==> cmd: conda create" > "$target/conda-meta/history" ;;
+    install)
+        shift; target="${CONDA_PREFIX:-$base}"; specs=()
+        while [ $# -gt 0 ]; do
+            case "$1" in
+                -p) target="$2"; shift ;;
+                -n) target="$(env_path "$2")"; shift ;;
+                -c) shift ;;
+                -y) ;;
+                *) specs+=("$1") ;;
+            esac
+            shift
+        done
+        [ -d "$target/conda-meta" ] || { echo "EnvironmentLocationNotFound: $target" >&2; exit 1; }
+        for spec in "${specs[@]}"; do
+            name="${spec%%[=<>]*}"; version="${spec#"$name"}"; version="${version##*=}"
+            printf '{"name": "%s", "version": "%s"}\n' "$name" "${version:-0}" \
+                > "$target/conda-meta/$name-${version:-0}-fake_0.json"
+            echo "installed $name ${version:-0} into $target"
+        done ;;
+    shell.posix)
+        case "$2" in
+            activate)
+                target="$(env_path "$3")"
+                [ -d "$target/conda-meta" ] || {
+                    echo "EnvironmentLocationNotFound: Not a conda environment: $target" >&2
+                    exit 1; }
+                path="$PATH"
+                if [ -n "$CONDA_PREFIX" ]; then
+                    sourced "$CONDA_PREFIX" deactivate
+                    path="$(without "$CONDA_PREFIX/bin")"
+                fi
+                printf "export PATH='%s'\n" "$target/bin:$path"
+                printf "export CONDA_PREFIX='%s'\n" "$target"
+                printf "export CONDA_DEFAULT_ENV='%s'\n" "$target"
+                printf "export CONDA_SHLVL='%s'\n" "$(( ${CONDA_SHLVL:-0} + 1 ))"
+                sourced "$target" activate ;;
+            reactivate)
+                [ -z "$CONDA_PREFIX" ] && exit 0
+                sourced "$CONDA_PREFIX" deactivate
+                sourced "$CONDA_PREFIX" activate ;;
+            deactivate)
+                [ -z "$CONDA_PREFIX" ] && exit 0
+                sourced "$CONDA_PREFIX" deactivate
+                printf "export PATH='%s'\n" "$(without "$CONDA_PREFIX/bin")"
+                echo "unset CONDA_PREFIX CONDA_DEFAULT_ENV"
+                echo "export CONDA_SHLVL='0'" ;;
+        esac ;;
     *) echo "fake conda: $1 not supported" >&2; exit 2 ;;
 esac
 CONDA
 chmod +x "$prefix/bin/conda"
+ln -sf ../bin/conda "$prefix/condabin/conda"
+# The shell hook: a `conda` function that evals `conda shell.posix ...` for activate and
+# deactivate, and reactivates the active env after install/remove (so the activate.d scripts
+# of what was just installed run), as real conda's etc/profile.d/conda.sh does.
 cat > "$prefix/etc/profile.d/conda.sh" <<SH
-conda() {
-    if [ "\$1" = activate ]; then . "\$2/bin/activate"; else "$prefix/bin/conda" "\$@"; fi
+export CONDA_EXE='$prefix/bin/conda'
+__conda_exe() { "\$CONDA_EXE" "\$@"; }
+__conda_eval() {
+    local ask_conda
+    ask_conda="\$(__conda_exe shell.posix "\$@")" || return
+    eval "\$ask_conda"
+    hash -r
 }
+conda() {
+    case "\${1-}" in
+        activate|deactivate) __conda_eval "\$@" ;;
+        install|update|upgrade|remove|uninstall)
+            __conda_exe "\$@" || return
+            __conda_eval reactivate ;;
+        *) __conda_exe "\$@" ;;
+    esac
+}
+if [ -z "\${CONDA_SHLVL+x}" ]; then
+    export CONDA_SHLVL=0
+    export PATH="$prefix/condabin\${PATH:+:\$PATH}"
+fi
 SH
 echo "installation finished."
 """
@@ -136,19 +237,28 @@ commands = {commands!r}
     return path
 
 
-def conda_recipe(path: Path, shared: Path, url: str, sha256: str) -> Path:
+def env_recipe(path: Path, shared: Path, backend: str, tail: str = "",
+               installer: tuple[str, str] | None = None) -> Path:
+    """A recipe without [repo] for `backend` ("venv", or "conda" with `installer`, a URL and
+    its sha256), with `tail` (more TOML: [pins], [install], [[checks]]) at its end."""
+    conda = ""
+    if installer is not None:
+        conda = f'installer_url = "{installer[0]}"\ninstaller_sha256 = "{installer[1]}"\n'
     path.write_text(f"""
 [shared]
 dir = "{shared}"
 
 [env]
-backend = "conda"
+backend = "{backend}"
 name = "demo"
 python = "{system_python_version()}"
-installer_url = "{url}"
-installer_sha256 = "{sha256}"
-""")
+{conda}
+{tail}""")
     return path
+
+
+def conda_recipe(path: Path, shared: Path, url: str, sha256: str) -> Path:
+    return env_recipe(path, shared, "conda", installer=(url, sha256))
 
 
 def install_fake_distribution(site_packages: Path, name: str, version: str) -> None:
@@ -223,23 +333,3 @@ def make_base_python(prefix: Path) -> Path:
     site = stdlib / "dist-packages"  # Debian's python names its site folders so
     site.mkdir()
     return site
-
-
-def fake_nvidia_smi(home: Path, gpus: int, model: str = "NVIDIA H100 80GB HBM3",
-                    driver: str = "550.54.15") -> None:
-    """Give one node an `nvidia-smi` (in ~/bin, put first on PATH by ~/.bashrc) that answers
-    the queries clusterprep makes as a node with `gpus` GPUs would. Stands in for the driver,
-    which this machine has no GPU for; clusterprep's own code path is the real one."""
-    bin_dir = home / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    rows = "".join(f"{model}, {driver}\\n" for _ in range(gpus))
-    script = bin_dir / "nvidia-smi"
-    script.write_text(
-        "#!/bin/sh\n"
-        'case "$*" in\n'
-        f'  *--query-gpu=name,driver_version*) printf "{rows}" ;;\n'
-        f'  *--query-gpu=driver_version*) printf "{driver}\\n" ;;\n'
-        '  *) echo "fake nvidia-smi: unsupported query: $*" >&2; exit 2 ;;\n'
-        "esac\n")
-    script.chmod(0o755)
-    add_to_bashrc(home, 'export PATH="/root/bin:$PATH"')

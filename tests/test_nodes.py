@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import faultkit
 from conftest import SRC
 
 
@@ -114,12 +115,15 @@ def test_proxyjump_shares_one_connection_to_the_bastion(cli, make_cluster, tmp_p
     base = ["-n", str(nodes), "-F", str(config)]
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "clusterprep", "run", *base, "--json", "sleep 2; hostname"],
+        [sys.executable, "-m", "clusterprep", "run", *base, "--json", "sleep 3; hostname"],
         env={"PYTHONPATH": str(SRC), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
              "HOME": str(tmp_path)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    time.sleep(1.2)
+    deadline = time.monotonic() + 30  # until every hidden node is connected, however slowly
+    while not all(faultkit.session_sshds(n) for n in sim.nodes[1:]):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
     to_bastion = subprocess.run(
         ["ss", "-Htn", "state", "established", f"( sport = :{bastion.port} )",
          "src", bastion.address], capture_output=True, text=True).stdout
@@ -175,10 +179,10 @@ def test_a_broken_ssh_config_is_reported_with_its_file_and_line(cli, tmp_path):
 
 
 def test_gpus_are_counted_from_nvidia_smi(cli, make_cluster):
-    import setupkit
+    import gpukit
 
     sim = make_cluster(2)
-    setupkit.fake_nvidia_smi(sim.node("node01").home, 8)
+    gpukit.fake_nvidia_smi(sim.node("node01").home, 8)
     result = cli("nodes", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config), "--json")
     assert result.exit_code == 0, result.stdout
     rows = {row["node"]: row for row in result.json()["nodes"]}

@@ -6,11 +6,15 @@ an installer with Miniconda's command-line contract for repo.anaconda.com.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 import setupkit
+from clusterprep.recipe import builtin_names, load_recipe
+from clusterprep.steps.env import install_script
 
 
 def cluster_args(sim) -> list[str]:
@@ -163,7 +167,7 @@ def test_conda_backend_installs_the_checksummed_installer_once(make_cluster, cli
         shell = sim.ssh(node.name, "command -v python; echo $PYTHONNOUSERSITE; conda --version")
         assert shell.returncode == 0, shell.stderr
         assert shell.stdout.split() == [f"{sim.shared}/envs/demo/bin/python", "True",
-                                        "conda", "24.9.2"]
+                                        "conda", "24.5.0"]
     again = cli("up", *cluster_args(sim), "-r", str(recipe), "--json")
     assert again.exit_code == 0 and again.json()["changes"] == 0
 
@@ -199,9 +203,7 @@ def test_up_on_this_machine_alone_needs_no_ssh(cli, venv_setup, tmp_path):
 
 
 def test_ctrl_c_stops_up_at_once_and_keeps_what_was_done(make_cluster, tmp_path, venv_setup):
-    import json
     import signal
-    import subprocess
     import sys
     import time
 
@@ -225,3 +227,89 @@ def test_ctrl_c_stops_up_at_once_and_keeps_what_was_done(make_cluster, tmp_path,
     assert set(states(document, "shell").values()) == {"changed"}  # done before Ctrl-C: kept
     assert states(document, "env")["node01"] == "failed"
     assert "sleep 60" not in sim.node("node01").run("ps -eo args").stdout
+
+
+# What a CUDA toolkit package leaves in a conda env: a script that `conda activate` runs.
+CUDA_HOME_SCRIPT = ("mkdir -p $CONDA_PREFIX/etc/conda/activate.d && "
+                    "echo 'export CUDA_HOME=$CONDA_PREFIX' "
+                    "> $CONDA_PREFIX/etc/conda/activate.d/cuda-home.sh")
+
+
+def bare_install_recipe(tmp_path: Path, shared: Path, backend: str) -> Path:
+    """Install commands as READMEs and the fork's install.sh write them: bare `pip`,
+    `python`, `conda install`; no [repo], so they run from the shared folder."""
+    wheelhouse = setupkit.make_wheelhouse(tmp_path / "wheelhouse")
+    commands = [f"pip install --no-index --find-links {wheelhouse} hello-cp=={{pins.hello-cp}}",
+                "python -c 'import hello_cp, sys; assert sys.prefix == \"{env.prefix}\"'"]
+    checks = """
+[[checks]]
+name = "pip"
+command = "pip --version"
+expect = "from {env.prefix}/"
+
+[[checks]]
+name = "hello-cp"
+import = "hello_cp"
+value = "hello_cp.VERSION"
+expect = "^{pins.hello-cp}$"
+"""
+    installer = None
+    if backend == "conda":
+        installer = setupkit.make_fake_miniconda(tmp_path / "mirror")
+        commands += [CUDA_HOME_SCRIPT,
+                     # bare: the conda function installs into the active env, then reactivates
+                     # it, so the script above runs before the next command
+                     "conda install -y -c nvidia cuda-nvcc=12.1.66",
+                     "python -c 'import os, sys; assert os.environ[\"CUDA_HOME\"] == sys.prefix'"]
+        checks += """
+[[checks]]
+name = "CUDA_HOME"
+command = "echo $CUDA_HOME"
+expect = "^{env.prefix}$"
+"""
+    tail = (f'[pins]\nhello-cp = "{setupkit.WHEEL_VERSION}"\n\n'
+            f"[install]\ncommands = {json.dumps(commands)}\n{checks}")
+    return setupkit.env_recipe(tmp_path / f"{backend}.toml", shared, backend, tail, installer)
+
+
+@pytest.mark.parametrize("backend", ["venv", "conda"])
+def test_bare_pip_and_python_in_install_commands_act_on_the_env(make_cluster, cli, tmp_path,
+                                                                 backend):
+    sim = make_cluster(2)
+    recipe = bare_install_recipe(tmp_path, sim.shared, backend)
+    prefix = f"{sim.shared}/envs/demo"
+    system_pip = "/usr/bin/python3 -m pip list --format=freeze"
+    before = sim.ssh("node01", system_pip)
+    assert before.returncode == 0, before.stderr
+    # Were a command to reach the node's own pip, it would fail (Debian's pip refuses with
+    # externally-managed-environment; a node without pip says command not found): `up` fails.
+    reached = sim.ssh("node01", "pip install --dry-run --no-index hello-cp")
+    assert reached.returncode != 0 and "hello_cp" not in reached.stdout
+
+    up = cli("up", *cluster_args(sim), "-r", str(recipe), "--json")
+    assert up.exit_code == 0, up.stdout + up.stderr
+    log = (sim.shared / ".clusterprep" / "logs" / "env.log").read_text()
+    assert f"Successfully installed hello-cp-{setupkit.WHEEL_VERSION}" in log
+
+    for node in sim.nodes:  # plain non-interactive ssh, as launchers run it
+        shell = sim.ssh(node.name, "python -c 'import hello_cp, sys; print(sys.prefix)'; "
+                                   "echo ${CUDA_HOME:-unset}")
+        assert shell.returncode == 0, shell.stderr
+        assert shell.stdout.split() == [prefix, prefix if backend == "conda" else "unset"]
+    assert sim.ssh("node01", system_pip).stdout == before.stdout
+    assert sim.ssh("node01", "/usr/bin/python3 -c 'import hello_cp'").returncode != 0
+    if backend == "conda":
+        assert (Path(prefix) / "conda-meta" / "cuda-nvcc-12.1.66-fake_0.json").exists()
+
+    check = cli("check", *cluster_args(sim), "-r", str(recipe), "--json")
+    assert check.exit_code == 0, check.stdout + check.stderr
+    for node in check.json()["nodes"]:
+        assert {c["name"]: c["ok"] for c in node["checks"]} == {
+            "pip": True, "hello-cp": True, **({"CUDA_HOME": True} if backend == "conda" else {})}
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_each_builtin_recipes_install_script_is_valid_bash(name):
+    script = install_script(load_recipe(name, "/shared/demo"))
+    parsed = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
+    assert parsed.returncode == 0, parsed.stderr

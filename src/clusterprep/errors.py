@@ -9,7 +9,13 @@ from __future__ import annotations
 
 
 class ClusterprepError(Exception):
-    """Base class: a problem with the user's input or setup, reported without a traceback."""
+    """Base class: a problem with the user's input or setup, reported without a traceback.
+
+    `exit_code` is the command's exit status when this ends it: 2 (bad input or setup) unless
+    a subclass says otherwise.
+    """
+
+    exit_code = 2
 
 
 class InventoryError(ClusterprepError):

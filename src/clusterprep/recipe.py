@@ -325,9 +325,6 @@ def _build(source: str, data: dict[str, Any], shared_override: str | None) -> Re
         if not isinstance(command, str):
             raise RecipeError(source, f"install.commands[{i}]", "must be a string")
     install = [expand(f"install.commands[{i}]", c) for i, c in enumerate(commands)]
-    if install and repo is None:
-        raise RecipeError(source, "install.commands", "install commands run from the repo "
-                          "folder: add a [repo] section")
     checks = [
         CheckSpec(
             name=table["name"],

@@ -7,7 +7,7 @@ import json
 import time
 
 from clusterprep.check import fingerprint
-from clusterprep.check.drift import find_drift
+from clusterprep.check.findings import find_all
 from clusterprep.check.model import CheckReport, CheckResult, CheckSpec, NodeState
 from clusterprep.fleet import Fleet, NodeError, ProbeResult
 from clusterprep.fleet.fleet import PROBE_FAILED
@@ -18,10 +18,14 @@ async def inspect(
     checks: list[CheckSpec],
     *,
     python: str = "python3",
+    activate: str | None = None,
     shared: str | None = None,
     timeout: float | None = None,
+    gpu_diag: bool = False,
 ) -> CheckReport:
-    """Check and fingerprint every node with `python` (the env's interpreter on each node).
+    """Check and fingerprint every node with `python` (the env's interpreter on each node);
+    command checks run where the shell script `activate` (`activation.activate_script`) left
+    the env active; with `gpu_diag`, DCGM's quick diagnostic runs on every node that has it.
 
     The probe prints the node's clock first; the head notes when that line arrives. The node's
     reading lies between the probe's start and that arrival (head time), so the offset is known
@@ -35,7 +39,8 @@ async def inspect(
             arrivals.setdefault(node, time.time())
 
     sent = time.time()
-    payload = {"shared": shared, "checks": [spec.as_payload() for spec in checks]}
+    payload = {"shared": shared, "activate": activate, "gpu_diag": gpu_diag,
+               "checks": [spec.as_payload() for spec in checks]}
     results, interrupted = await fleet.probe(
         "fingerprint", payload, python=python, isolated=False, timeout=timeout,
         on_output=first_output)
@@ -52,7 +57,7 @@ async def inspect(
                 state.clock_offset_s = round(clock - middle, 4)
                 state.clock_uncertainty_s = round((arrivals[node.name] - sent) / 2, 4)
         nodes.append(state)
-    return CheckReport(nodes, find_drift(nodes), interrupted)
+    return CheckReport(nodes, find_all(nodes), interrupted)
 
 
 def _explained(result: ProbeResult) -> NodeError | None:

@@ -9,6 +9,8 @@ from clusterprep.fleet import NodeError
 
 CRITICAL = "critical"
 WARNING = "warning"
+DRIFT = "drift"  # nodes differ on an item
+HEALTH = "health"  # a node is unwell whatever the others are
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,16 @@ class NodeState:
 
 @dataclass
 class Finding:
-    """An item on which nodes differ: the nodes away from the reference, and every value seen."""
+    """An item on which nodes differ (drift) or nodes are unwell (health): the nodes it names,
+    every value seen, and one line saying what to do, built from what the nodes reported."""
 
     severity: str
     item: str
     nodes: list[str]
     values: dict[str, list[str]]  # value (as text) -> nodes that have it, reference first
     reference: str
+    kind: str = DRIFT
+    advice: str = ""
 
 
 @dataclass

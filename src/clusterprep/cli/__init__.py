@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except ClusterprepError as e:
         console.error(str(e))
-        return common.EXIT_USAGE
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -7,10 +7,13 @@ import argparse
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Protocol, TypeVar
 
 from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, SshOptions
+from clusterprep.fleet.ssh import HUNG_AFTER
 from clusterprep.inventory import Inventory, load_inventory
+from clusterprep.lock import ClusterLock
 from clusterprep.recipe import DEFAULT_RECIPE
 from clusterprep.render import console, jsonout
 
@@ -32,6 +35,9 @@ def common_options() -> argparse.ArgumentParser:
                        help="seconds to wait for a node to accept a connection (default 10)")
     group.add_argument("--timeout", type=positive_float, default=None, metavar="S",
                        help="seconds a command may run on a node before it is killed")
+    group.add_argument("--hung-after", type=positive_float, default=HUNG_AFTER, metavar="S",
+                       help="seconds a node may send nothing and answer no keepalive before it "
+                            f"is cut out as hung (default {HUNG_AFTER:g})")
     group.add_argument("--host-keys", choices=HOST_KEY_POLICIES, default=None,
                        help="host key checking; default: the ssh config's "
                             "StrictHostKeyChecking, else accept-new")
@@ -50,6 +56,15 @@ def recipe_options() -> argparse.ArgumentParser:
     return options
 
 
+def lock_options() -> argparse.ArgumentParser:
+    """`--lock-wait`, for the commands that change state and so hold the cluster lock."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--lock-wait", type=non_negative_float, default=0.0, metavar="S",
+                         help="when another clusterprep is changing the cluster, wait up to S "
+                              "seconds for it (default 0: stop at once, exit status 75)")
+    return options
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -61,12 +76,26 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text!r}")
+    return value
+
+
+def _finite(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 
@@ -85,6 +114,7 @@ def ssh_options(args: argparse.Namespace) -> SshOptions:
         connect_timeout=args.connect_timeout,
         host_keys=args.host_keys,
         fanout=args.fanout,
+        hung_after=args.hung_after,
     )
 
 
@@ -112,17 +142,28 @@ Result = TypeVar("Result", bound=Outcome)
 
 def over_fleet(args: argparse.Namespace, nodes: Inventory,
                gather: Callable[[Fleet], Awaitable[Result]],
-               show: Callable[[Result], None]) -> int:
+               show: Callable[[Result], None], *, locked: bool = False,
+               shared: str | None = None) -> int:
     """The shape of most commands: `gather` a result over the nodes' connections, close them,
-    `show` the result, and exit as it says (`exit_status`)."""
+    `show` the result, and exit as it says (`exit_status`). A command that changes state is
+    `locked`: it holds every node's lock (and the `shared` folder's) while it gathers."""
 
     async def work() -> int:
         async with Fleet(nodes, ssh_options(args)) as fleet:
-            result = await gather(fleet)
+            async with holding_lock(args, fleet, locked, shared):
+                result = await gather(fleet)
         show(result)
         return exit_status(result)
 
     return run_async(work)
+
+
+def holding_lock(args: argparse.Namespace, fleet: Fleet, locked: bool,
+                 shared: str | None = None) -> AbstractAsyncContextManager[object]:
+    """The cluster lock for a command that changes state, else nothing to hold."""
+    if not locked:
+        return nullcontext()
+    return ClusterLock(fleet, shared=shared, wait=args.lock_wait)
 
 
 def shown(args: argparse.Namespace, document: Callable[[Result], dict[str, Any]],

@@ -21,7 +21,7 @@ def add_parsers(commands: Any, options: argparse.ArgumentParser) -> None:
                            help="run every step but these")
 
     up = commands.add_parser(
-        "up", parents=[options, recipe_options, selection],
+        "up", parents=[options, recipe_options, selection, common.lock_options()],
         help="set up every node as the recipe says (idempotent, resumable)",
         description="Run the setup steps in order (" + ", ".join(STEP_NAMES) + "): each probes "
                     "every node, changes only what differs, then verifies. A node that is down "
@@ -34,7 +34,7 @@ def add_parsers(commands: Any, options: argparse.ArgumentParser) -> None:
     plan.set_defaults(handler=cmd_up, dry_run=True)
 
     down = commands.add_parser(
-        "down", parents=[options, recipe_options],
+        "down", parents=[options, recipe_options, common.lock_options()],
         help="undo a step on every node (shell: remove the ~/.bashrc block)")
     down.add_argument("what", choices=["shell"], help="what to undo")
     down.set_defaults(handler=cmd_down)
@@ -60,8 +60,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         progress = None if args.json else steps_console.StepProgress(steps, inventory.names)
         try:
             async with Fleet(inventory, common.ssh_options(args)) as fleet:
-                result = await run_steps(fleet, recipe, steps, dry_run=args.dry_run,
-                                         timeout=args.timeout, listener=progress)
+                async with common.holding_lock(args, fleet, not args.dry_run,
+                                               recipe.shared_dir):
+                    result = await run_steps(fleet, recipe, steps, dry_run=args.dry_run,
+                                             timeout=args.timeout, listener=progress)
         finally:
             if progress is not None:
                 progress.close()
@@ -81,4 +83,4 @@ def cmd_down(args: argparse.Namespace) -> int:
     return common.over_fleet(
         args, inventory, lambda fleet: run_down(fleet, recipe, timeout=args.timeout),
         common.shown(args, lambda result: steps_json.up_document(result, inventory.warnings),
-                     steps_console.down_summary))
+                     steps_console.down_summary), locked=True)

@@ -24,7 +24,7 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
     recipe_options = common.recipe_options()
 
     login = actions.add_parser(
-        "login", parents=[options, recipe_options],
+        "login", parents=[options, recipe_options, common.lock_options()],
         help="put the API key into every node's netrc",
         description="Write the W&B API key into every node's $NETRC or ~/.netrc (mode 0600), "
                     "as `wandb login` does, keeping every other entry. The key comes from "
@@ -53,7 +53,7 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
     verify.set_defaults(handler=cmd_wandb_verify, mode=None)
 
     logout = actions.add_parser(
-        "logout", parents=[options, recipe_options],
+        "logout", parents=[options, recipe_options, common.lock_options()],
         help="remove the W&B entry from every node's netrc",
         description="Remove the W&B server's entry from every node's netrc; every other entry "
                     "stays as it was.")
@@ -83,7 +83,7 @@ def cmd_wandb_login(args: argparse.Namespace) -> int:
     inventory = common.inventory(args)
     return common.over_fleet(args, inventory,
                              lambda fleet: wandb.login(fleet, key, url, timeout=args.timeout),
-                             _show_netrc(args))
+                             _show_netrc(args), locked=True)
 
 
 def _hidden_prompt() -> str:
@@ -95,7 +95,7 @@ def cmd_wandb_logout(args: argparse.Namespace) -> int:
     inventory = common.inventory(args)
     return common.over_fleet(args, inventory,
                              lambda fleet: wandb.logout(fleet, url, timeout=args.timeout),
-                             _show_netrc(args))
+                             _show_netrc(args), locked=True)
 
 
 def cmd_wandb_verify(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clusterprep import probes
+from clusterprep.errors import ClusterprepError
 from clusterprep.fleet.local import LocalTransport
 from clusterprep.fleet.ssh import SshConnector, SshOptions, SshTransport
 from clusterprep.fleet.sshconfig import ssh_available
@@ -29,6 +30,7 @@ from clusterprep.fleet.transport import (
 from clusterprep.inventory import Inventory, Node, is_this_machine
 
 PROBE_FAILED = "probe-failed"
+UNEXPECTED = "unexpected"  # an exception no transport anticipated, kept to its node
 
 
 @dataclass
@@ -172,10 +174,16 @@ class Fleet:
         started = time.monotonic()
         try:
             transport = await self.transport(node)
+            result = await transport.run(command, stdin=stdin, timeout=timeout,
+                                         on_output=on_output)
         except NodeUnreachable as e:
-            return CommandResult(node.name, None, seconds=time.monotonic() - started,
-                                 error=e.error)
-        result = await transport.run(command, stdin=stdin, timeout=timeout, on_output=on_output)
+            result = CommandResult(node.name, None, error=e.error)
+        except (asyncio.CancelledError, KeyboardInterrupt, ClusterprepError):
+            raise  # Ctrl-C, or the user's setup (an ssh config OpenSSH rejects): not a node's
+        except Exception as e:  # noqa: BLE001 - one node's surprise must not end the others
+            result = CommandResult(node.name, None, error=NodeError(UNEXPECTED, (
+                f"{type(e).__name__}: {e} (a case clusterprep does not handle yet: "
+                "please report it with the command that produced it)")))
         result.seconds = time.monotonic() - started  # what the user waited, connection included
         return result
 

@@ -13,6 +13,7 @@ import errno
 import os
 import socket
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import asyncssh
@@ -24,7 +25,9 @@ from clusterprep.fleet.transport import (
     DISCONNECTED,
     DNS,
     HOST_KEY,
+    HUNG,
     REFUSED,
+    SHELL_STARTUP,
     TIMEOUT,
     UNREACHABLE,
     CommandResult,
@@ -53,6 +56,16 @@ ENCRYPTION_ALGORITHMS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"] + [
 
 HOST_KEY_POLICIES = ("strict", "accept-new", "off")
 
+# A node that sends nothing and answers no keepalive for `--hung-after` seconds is cut out as
+# hung (its commands end with a `hung` NodeError) instead of being waited on for minutes: a
+# keepalive goes out after each quarter of that time without a byte from the node, and the
+# connection is dropped when the fourth in a row goes unanswered. A silent but healthy command
+# is not hung: its node's sshd answers the keepalives. OpenSSH's ServerAliveInterval is not
+# used for this: with BatchMode it defaults to 300 s, which would let a frozen node stall a
+# command for 20 minutes.
+HUNG_AFTER = 20.0
+KEEPALIVES_UNANSWERED = 3
+
 
 @dataclass(frozen=True)
 class SshOptions:
@@ -62,6 +75,7 @@ class SshOptions:
     connect_timeout: float = 10.0
     host_keys: str | None = None  # strict | accept-new | off; None: what the ssh config says
     fanout: int = 64
+    hung_after: float = HUNG_AFTER
 
 
 def host_key_policy(settings: HostSettings, override: str | None) -> str:
@@ -95,6 +109,11 @@ class SshConnector:
         self._agent_keys: list[asyncssh.SSHKeyPair] | None = None
         self._known_hosts: dict[tuple[str, ...], asyncssh.SSHKnownHosts] = {}
         self._bastions: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
+        # Host names are looked up here, not inside asyncssh's connect: there, lookups queue
+        # for the loop's few default threads, inside the connect timeout, and a slow resolver
+        # made unresolvable names look like nodes that do not answer.
+        self._resolver = ThreadPoolExecutor(max_workers=min(64, max(1, options.fanout)),
+                                            thread_name_prefix="clusterprep-dns")
 
     def prefetch(self, hosts: list[str]) -> None:
         """Start resolving many hosts at once, ahead of their `resolve` calls."""
@@ -110,47 +129,84 @@ class SshConnector:
         self.prefetch([host])
         return await asyncio.shield(self._settings[host])
 
-    async def open(self, settings: HostSettings, label: str) -> asyncssh.SSHClientConnection:
-        """Open a connection to a resolved host, or raise NodeUnreachable naming the cause."""
+    async def open(self, settings: HostSettings, label: str,
+                   client: _Client | None = None) -> asyncssh.SSHClientConnection:
+        """Open a connection to a resolved host, or raise NodeUnreachable naming the cause.
+
+        `client` hears when the connection is lost later (the reason a node's commands end).
+        """
         tunnel = None
         if settings.proxy_jump:
             tunnel = await self._bastion(settings.proxy_jump, label)
         policy = host_key_policy(settings, self.options.host_keys)
         known = self._load_known_hosts(settings) if policy != "off" else None
-        learner = _HostKeyLearner(settings, known) if policy == "accept-new" else None
+        client = client or _Client()
+        client.learning = policy == "accept-new"
+        client.known = known
         timeout = settings.connect_timeout or self.options.connect_timeout
+        addresses = [settings.hostname]
+        if tunnel is None and settings.proxy_command is None:
+            addresses = await self._lookup(settings)
         try:
-            async with self._attempts:
-                return await asyncio.wait_for(
-                    asyncssh.connect(
-                        settings.hostname,
-                        settings.port,
-                        tunnel=tunnel,
-                        proxy_command=_proxy_command(settings),
-                        username=settings.user or None,
-                        client_keys=await self._client_keys(settings),
-                        agent_path=None,
-                        known_hosts=known,
-                        host_key_alias=settings.host_key_alias,
-                        client_factory=(lambda: learner) if learner else None,
-                        config=None,
-                        kex_algs=KEX_ALGORITHMS,
-                        encryption_algs=ENCRYPTION_ALGORITHMS,
-                        gss_auth=False,
-                        gss_kex=False,
-                        host_based_auth=False,
-                        password_auth=False,
-                        kbdint_auth=False,
-                        keepalive_interval=settings.server_alive_interval or 30,
-                        connect_timeout=timeout,
-                    ),
-                    timeout,
-                )
+            for attempt, address in enumerate(addresses, 1):
+                try:
+                    async with self._attempts:
+                        return await asyncio.wait_for(
+                            self._connect(settings, address, tunnel, known, client, timeout),
+                            timeout)
+                except (OSError, asyncio.TimeoutError):
+                    if attempt == len(addresses):  # as ssh does, the next address of the host
+                        raise
+            raise AssertionError("unreachable: the last address re-raises")
         except Exception as e:  # classified below: every failure must name its cause
             raise NodeUnreachable(classify(e, settings, timeout)) from e
         finally:
-            if learner is not None and learner.learned is not None:
-                _append_known_host(settings, learner.learned)
+            if client.learned is not None:
+                _append_known_host(settings, client.learned)
+
+    async def _connect(self, settings: HostSettings, address: str,
+                       tunnel: asyncssh.SSHClientConnection | None,
+                       known: asyncssh.SSHKnownHosts | None, client: _Client,
+                       timeout: float) -> asyncssh.SSHClientConnection:
+        return await asyncssh.connect(
+            address,
+            settings.port,
+            tunnel=tunnel,
+            proxy_command=_proxy_command(settings),
+            username=settings.user or None,
+            client_keys=await self._client_keys(settings),
+            agent_path=None,
+            known_hosts=known,
+            # Host keys are known by name: the name we looked up, not the address it gave.
+            host_key_alias=settings.host_key_alias or settings.hostname,
+            client_factory=lambda: client,
+            config=None,
+            kex_algs=KEX_ALGORITHMS,
+            encryption_algs=ENCRYPTION_ALGORITHMS,
+            gss_auth=False,
+            gss_kex=False,
+            host_based_auth=False,
+            password_auth=False,
+            kbdint_auth=False,
+            keepalive_interval=self.options.hung_after / (KEEPALIVES_UNANSWERED + 1),
+            keepalive_count_max=KEEPALIVES_UNANSWERED,
+            connect_timeout=timeout,
+        )
+
+    async def _lookup(self, settings: HostSettings) -> list[str]:
+        """The host's addresses, in the resolver's order. Raises NodeUnreachable (dns)."""
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(
+                self._resolver, lambda: socket.getaddrinfo(
+                    settings.hostname, settings.port, type=socket.SOCK_STREAM))
+        except socket.gaierror as e:
+            raise NodeUnreachable(NodeError(
+                DNS, f"cannot resolve host name {settings.hostname!r}: {e.strerror}")) from e
+        except UnicodeError as e:
+            raise NodeUnreachable(NodeError(
+                DNS, f"cannot resolve host name {settings.hostname!r}: {e}")) from e
+        return list(dict.fromkeys(str(info[4][0]) for info in found))
 
     async def _bastion(self, jump: str, label: str) -> asyncssh.SSHClientConnection:
         """One shared connection per ProxyJump chain, opened on first use."""
@@ -208,6 +264,7 @@ class SshConnector:
         return self._known_hosts[files]
 
     async def close(self) -> None:
+        self._resolver.shutdown(wait=False, cancel_futures=True)
         for resolving in self._resolving:
             resolving.cancel()
         for task in self._bastions.values():
@@ -217,25 +274,34 @@ class SshConnector:
                 task.cancel()
 
 
-class _HostKeyLearner(asyncssh.SSHClient):
-    """accept-new: trust a host that known_hosts does not list yet, and remember its key.
+class _Client(asyncssh.SSHClient):
+    """Hears what asyncssh tells a client: whether to trust an unknown host key (accept-new),
+    and why the connection was lost, which every later command on it reports.
 
-    asyncssh asks this only for a key that known_hosts does not already trust, so a host that
-    is listed with another key is refused (it changed: possibly an attack, as OpenSSH says).
+    Under accept-new, asyncssh asks only for a key that known_hosts does not already trust, so
+    a host that is listed with another key is refused (it changed: possibly an attack, as
+    OpenSSH says).
     """
 
-    def __init__(self, settings: HostSettings, known: asyncssh.SSHKnownHosts | None) -> None:
-        self._known = known
+    def __init__(self) -> None:
+        self.learning = False
+        self.known: asyncssh.SSHKnownHosts | None = None
         self.learned: asyncssh.SSHKey | None = None
+        self.lost: BaseException | None = None
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
-        listed = self._known.match(host, addr, port if port != sshconfig.DEFAULT_PORT else None)
+        if not self.learning or self.known is None:
+            return False
+        listed = self.known.match(host, addr, port if port != sshconfig.DEFAULT_PORT else None)
         if listed[0] or listed[1]:  # trusted host keys or CA keys exist for this host
             return False
         self.learned = key
         return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionResetError("the connection was closed")
 
 
 def _append_known_host(settings: HostSettings, key: asyncssh.SSHKey) -> None:
@@ -322,26 +388,41 @@ _SESSION_REPORT = f"printf '{_SESSION_MARK.decode()}%s\\n' \"$$\" >&2; "
 
 
 class _SessionReportReader:
-    """Reads a command's stderr, removing the session report line that precedes it."""
+    """Reads a command's stderr, removing the session report line that precedes it (lines a
+    node's shell startup files printed before it are kept)."""
 
     def __init__(self, reader: asyncssh.SSHReader[bytes]) -> None:
         self._reader = reader
-        self._head: bytes | None = None  # None until the first line has been read
+        self._head: bytes | None = None  # None until the report has been looked for
         self.session: int | None = None
 
     async def read(self, n: int) -> bytes:
         if self._head is None:
             head = b""
-            while b"\n" not in head and (chunk := await self._reader.read(n)):
+            while (chunk := await self._reader.read(n)):
                 head += chunk
-            line, newline, rest = head.partition(b"\n")
-            if line.startswith(_SESSION_MARK) and line[len(_SESSION_MARK):].isdigit():
-                self.session = int(line[len(_SESSION_MARK):])
-                head = rest
+                found = self._take_report(head)
+                if found is not None:
+                    head = found
+                    break
             self._head = b""
             if head:
                 return head
         return await self._reader.read(n)
+
+    def _take_report(self, head: bytes) -> bytes | None:
+        """`head` without its session report line, once that line has arrived whole."""
+        start = 0 if head.startswith(_SESSION_MARK) else head.find(b"\n" + _SESSION_MARK) + 1
+        if start == 0 and not head.startswith(_SESSION_MARK):
+            return None
+        end = head.find(b"\n", start)
+        if end < 0:
+            return None
+        value = head[start + len(_SESSION_MARK):end]
+        if not value.isdigit():
+            return None
+        self.session = int(value)
+        return head[:start] + head[end + 1:]
 
 
 class SshTransport(Transport):
@@ -352,6 +433,7 @@ class SshTransport(Transport):
         self.settings = settings
         self._connector = connector
         self._connection: asyncssh.SSHClientConnection | None = None
+        self._client = _Client()
 
     @property
     def host_address(self) -> str:
@@ -359,7 +441,22 @@ class SshTransport(Transport):
 
     async def connect(self) -> None:
         if self._connection is None:
-            self._connection = await self._connector.open(self.settings, self.node.name)
+            self._connection = await self._connector.open(self.settings, self.node.name,
+                                                          self._client)
+
+    def lost(self, error: BaseException) -> NodeError | None:
+        """A lost connection, or a node that stopped answering, as the node's error."""
+        if not isinstance(error, (asyncssh.Error, OSError, EOFError)):
+            return None
+        cause = self._client.lost or error
+        reason = getattr(cause, "reason", None) or str(cause) or type(cause).__name__
+        if "keepalive" in reason:
+            return NodeError(HUNG, f"{self.settings.hostname} stopped answering: no bytes and "
+                                   f"no keepalive reply for {self._connector.options.hung_after:g}"
+                                   " s; cut out (is the node frozen, overloaded or cut off? "
+                                   "--hung-after sets how long to wait)")
+        return NodeError(DISCONNECTED, f"connection to {self.settings.hostname} lost while the "
+                                       f"command ran: {reason}")
 
     async def run(
         self,
@@ -372,21 +469,28 @@ class SshTransport(Transport):
     ) -> CommandResult:
         await self.connect()
         assert self._connection is not None
+        if self._client.lost is not None:  # an earlier command saw it go: fail at once
+            error = self.lost(self._client.lost) or NodeError(DISCONNECTED, "connection lost")
+            return CommandResult(self.node.name, None, error=NodeError(
+                error.kind, f"{error.message} (earlier in this run)"))
         try:
             process = await self._connection.create_process(
                 _SESSION_REPORT + command, encoding=None)
         except (asyncssh.Error, OSError) as e:
-            reason = getattr(e, "reason", None) or str(e)
-            return CommandResult(self.node.name, None, error=NodeError(
-                DISCONNECTED, f"cannot start the command on the open connection: {reason}"))
+            error = self.lost(e)
+            assert error is not None
+            return CommandResult(self.node.name, None, error=error)
         feeding = None
         if stdin_stream is not None:
             feeding = asyncio.ensure_future(feed(process.stdin, stdin_stream,
-                                                 process.stdin.write_eof))
+                                                 process.stdin.write_eof, self.lost))
         else:
-            if stdin:
-                process.stdin.write(stdin)
-            process.stdin.write_eof()
+            try:
+                if stdin:
+                    process.stdin.write(stdin)
+                process.stdin.write_eof()
+            except (asyncssh.Error, OSError):
+                pass  # the command ended before its input could be sent: its result says why
         stderr = _SessionReportReader(process.stderr)
 
         async def wait() -> int | None:
@@ -403,13 +507,27 @@ class SshTransport(Transport):
             process.close()
 
         result = await collect(
-            self.node.name, process.stdout, stderr, wait(), kill, timeout, on_output
+            self.node.name, process.stdout, stderr, wait(), kill, timeout, on_output, self.lost
         )
         if feeding is not None:
             feeding.cancel()
+        if result.error is None and stderr.session is None:
+            result.error = _startup_failure(result)
         return result
 
     async def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _startup_failure(result: CommandResult) -> NodeError:
+    """The command never ran: the shell sshd started for it exited first (its session report,
+    the command's first act, never came), whatever status it exited with."""
+    said = result.stderr.decode(errors="replace").strip().splitlines()[-1:]
+    return NodeError(SHELL_STARTUP, (
+        f"the node's shell exited (status {result.exit_code}) before running the command"
+        + (f", saying: {said[0]}" if said else "")
+        + ". Look at the shell startup files there: ~/.bashrc (and what it sources) runs for "
+          "every `ssh node command`; an `exit` or `return` before its interactive guard ends "
+          "every command"))

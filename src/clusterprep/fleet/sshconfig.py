@@ -34,7 +34,6 @@ class HostSettings:
     strict_host_key_checking: str  # yes | no | accept-new | ask (OpenSSH's default)
     host_key_alias: str | None
     connect_timeout: float | None
-    server_alive_interval: float
 
     @property
     def has_own_target(self) -> bool:
@@ -79,7 +78,6 @@ def parse_ssh_g(alias: str, text: str) -> HostSettings:
         strict_host_key_checking=one("stricthostkeychecking", "ask").lower(),
         host_key_alias=optional("hostkeyalias"),
         connect_timeout=float(timeout) if timeout else None,
-        server_alive_interval=float(one("serveraliveinterval", "0")),
     )
 
 

@@ -25,6 +25,8 @@ UNREACHABLE = "unreachable"  # any other network or SSH-level failure
 # Command failures on a node that was reached:
 COMMAND_TIMEOUT = "command-timeout"  # the command outlived --timeout and was killed
 DISCONNECTED = "disconnected"        # the connection dropped while the command ran
+HUNG = "hung"                        # the node stopped answering (no bytes, no keepalive reply)
+SHELL_STARTUP = "shell-startup"      # the node's login shell exited before running the command
 INTERRUPTED = "interrupted"          # the user pressed Ctrl-C before the node finished
 
 CONNECTION_KINDS = (DNS, REFUSED, TIMEOUT, AUTH, HOST_KEY, UNREACHABLE)
@@ -118,18 +120,33 @@ class _Writer(Protocol):
     async def drain(self) -> None: ...
 
 
-async def feed(writer: _Writer, stream: AsyncIterator[bytes], close: Callable[[], object]) -> None:
+LostConnection = Callable[[BaseException], "NodeError | None"]
+"""A transport's judge of an exception raised while talking to a node: the NodeError when it
+means the connection is gone (or the node stopped answering), None when it is something else."""
+
+
+def lost_connection(error: BaseException) -> NodeError | None:
+    """The judge for transports whose only I/O errors are the operating system's."""
+    if isinstance(error, (OSError, EOFError)):
+        return NodeError(DISCONNECTED, f"connection lost while the command ran: {error}")
+    return None
+
+
+async def feed(writer: _Writer, stream: AsyncIterator[bytes], close: Callable[[], object],
+               lost: LostConnection = lost_connection) -> None:
     """Send `stream` to a command's stdin, waiting for the peer to keep up, then close it.
 
-    A command that exits before reading everything ends the feeding quietly, as with `ssh`.
+    A command that exits before reading everything, or a connection that is lost meanwhile,
+    ends the feeding quietly, as with `ssh`: the command's result says what happened.
     """
     try:
         async for chunk in stream:
             writer.write(chunk)
             await writer.drain()
         close()
-    except (OSError, EOFError, ConnectionError, RuntimeError):
-        pass
+    except Exception as e:  # noqa: BLE001 - judged below; anything else is ours and re-raised
+        if not isinstance(e, RuntimeError) and lost(e) is None:  # RuntimeError: writer closed
+            raise
 
 
 class _Reader(Protocol):
@@ -144,14 +161,15 @@ async def collect(
     kill: Callable[[], Awaitable[None]],
     timeout: float | None,
     on_output: OutputCallback | None,
+    lost: LostConnection = lost_connection,
 ) -> CommandResult:
     """Read a running command's output until it exits, is timed out, or is cancelled.
 
-    Shared by every transport: each passes its own readers, its wait-for-exit and its kill.
-    Output read so far is never lost: a timeout or a cancellation (Ctrl-C) kills the command
-    and returns what it printed, with a `NodeError` saying why it is incomplete. Swallowing the
-    cancellation here is deliberate: the Fleet cancels node tasks only to stop them, and it
-    re-checks its own cancellation itself.
+    Shared by every transport: each passes its own readers, its wait-for-exit, its kill and
+    its judge of lost connections. Output read so far is never lost: a timeout, a lost
+    connection or a cancellation (Ctrl-C) returns what the command printed, with a `NodeError`
+    saying why it is incomplete. Swallowing the cancellation here is deliberate: the Fleet
+    cancels node tasks only to stop them, and it re-checks its own cancellation itself.
     """
     started = time.monotonic()
     buffers = {"stdout": bytearray(), "stderr": bytearray()}
@@ -163,7 +181,12 @@ async def collect(
                 on_output(node, name, chunk)
 
     async def finish() -> int | None:
-        await asyncio.gather(pump("stdout", stdout), pump("stderr", stderr))
+        try:
+            await asyncio.gather(pump("stdout", stdout), pump("stderr", stderr))
+        except BaseException:
+            if asyncio.iscoroutine(wait):
+                wait.close()  # never to be awaited: the output ended in an error
+            raise
         return await wait
 
     task = asyncio.ensure_future(finish())
@@ -179,8 +202,12 @@ async def collect(
         await _bounded(kill())
         task.cancel()
         error = NodeError(INTERRUPTED, "interrupted before the command finished")
-    except (OSError, EOFError, ConnectionError) as e:
-        error = NodeError(DISCONNECTED, f"connection lost while the command ran: {e}")
+    except Exception as e:  # noqa: BLE001 - judged by the transport; anything else re-raised
+        error = lost(e)
+        if error is None:
+            raise
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: a lost connection was already reported above
     return CommandResult(
         node,
         exit_code,
@@ -195,5 +222,5 @@ async def _bounded(kill: Awaitable[None], seconds: float = 5.0) -> None:
     """Killing a command must not hang the invocation (its node may have just died)."""
     try:
         await asyncio.wait_for(kill, seconds)
-    except (asyncio.TimeoutError, OSError, ConnectionError):
+    except Exception:  # noqa: BLE001 - a dead node cannot be killed; the result says why
         pass

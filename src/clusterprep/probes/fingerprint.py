@@ -1,9 +1,11 @@
 """Probe: everything about a node that changes what training code runs or how nodes talk.
 
 Runs on the node under the env's Python (stdlib only, Python 3.8+). Input on stdin (JSON):
-    {"shared": "/abs/shared/dir" | null, "checks": [{"name", "command" | "import", "expect"}]}
+    {"shared": "/abs/shared/dir" | null, "activate": "shell lines that activate the env" | null,
+     "checks": [{"name", "command" | "import", "expect"}], "gpu_diag": true | false}
 Output: a first line {"clock": <node time>} printed at once (the head times its arrival to
-measure the clock offset), then one JSON object with the fingerprint and the check results.
+measure the clock offset), then one JSON object with the fingerprint and the check results:
+the communication stack (NCCL, its plugins, the fabric) and GPU health included.
 """
 
 import hashlib
@@ -22,6 +24,14 @@ import sys
 import time
 
 print(json.dumps({"clock": time.time()}), flush=True)
+
+from _comms import fabric, memlock, nccl_stack, startup_lines  # inlined by probes.load
+
+# The GPU health code is compiled only on nodes with nvidia-smi: compiling it would cost every
+# other node (and the head, when it is one) milliseconds for nothing. It travels as text.
+GPU_HEALTH = r'''
+from _gpuhealth import gpu_diag, gpus, xid_events  # inlined by probes.load
+'''
 
 SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 ENV_PREFIXES = ("NCCL_", "CUDA_", "LD_", "PYTHON", "HF_", "WANDB_", "TORCH_")
@@ -131,18 +141,6 @@ def nvcc():
     return match.group(1) if match else output
 
 
-def gpus():
-    if shutil.which("nvidia-smi") is None:
-        return {"count": 0, "models": [], "driver": None}
-    status, output = run(["nvidia-smi", "--query-gpu=name,driver_version",
-                          "--format=csv,noheader"])
-    if status != 0:
-        return {"count": 0, "models": [], "driver": None, "error": output[-300:]}
-    rows = [line.split(",") for line in output.splitlines() if line.strip()]
-    return {"count": len(rows), "models": sorted({r[0].strip() for r in rows}),
-            "driver": rows[0][1].strip() if rows and len(rows[0]) > 1 else None}
-
-
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -241,7 +239,21 @@ def torch_facts(torch):
         facts["gpus"] = torch.cuda.device_count()
     except Exception:
         facts["gpus"] = 0
+    facts["nccl_library"] = mapped("libnccl")
     return facts
+
+
+def mapped(name):
+    """The file of a shared library whose name starts with `name` that this process mapped."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.rstrip("\n").split(None, 5)[-1]
+                if os.path.basename(path).startswith(name + "."):
+                    return path
+    except OSError:
+        pass
+    return None
 
 
 def answers_in_forks(jobs):
@@ -332,9 +344,40 @@ def read_answers(results, output, limits):
     return answers, tail, False
 
 
-def check(spec, answers):
-    """One install check, inside this env: a command (PATH starts with the env's bin) or an
-    import, with its version or `value` (its answer from `answers_in_forks`)."""
+ACTIVE = "clusterprep: the env is active"
+_activated = {}  # activation script -> its answer, asked once per probe
+
+
+def activated_environment(script):
+    """(the environment a shell has once `script`, the env's activation, has run; None), or
+    (None, why it failed). `env -0` prints it after a marker, so nothing the activation
+    prints itself can be taken for it."""
+    if script not in _activated:
+        _activated[script] = ask_activated_environment(script)
+    return _activated[script]
+
+
+def ask_activated_environment(script):
+    listing = "\nprintf '\\0%s\\0' '" + ACTIVE + "'\nenv -0\n"
+    try:
+        done = subprocess.run(["bash", "-c", script + listing], capture_output=True,
+                              stdin=subprocess.DEVNULL, timeout=COMMAND_LIMIT)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, "activating the env failed: %s" % e
+    marker = b"\0" + ACTIVE.encode() + b"\0"
+    if done.returncode != 0 or marker not in done.stdout:
+        said = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
+        return None, "activating the env failed (exit %d): %s" % (
+            done.returncode, said[-1][:200] if said else "no output")
+    entries = done.stdout.rsplit(marker, 1)[1].split(b"\0")
+    return dict(entry.decode(errors="surrogateescape").split("=", 1)
+                for entry in entries if b"=" in entry), None
+
+
+def check(spec, answers, activate=None):
+    """One install check, inside this env: a command, run by bash in the environment the env's
+    `activate` script leaves (the one `up` ran the install commands in), or an import, with
+    its version or `value` (its answer from `answers_in_forks`)."""
     result = {"name": spec["name"], "expected": spec.get("expect")}
     if "import" in spec:
         answer = answers[(spec["import"], spec.get("value"))]
@@ -343,11 +386,14 @@ def check(spec, answers):
             return result
         value = answer["value"]
     else:
-        env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep
-                   + os.environ.get("PATH", ""))
+        env, failure = activated_environment(activate) if activate else (None, None)
+        if failure:
+            result.update(ok=False, value=None, message=failure)
+            return result
         try:
-            done = subprocess.run(spec["command"], shell=True, capture_output=True, text=True,
-                                  timeout=spec.get("timeout", COMMAND_LIMIT), env=env)
+            done = subprocess.run(["bash", "-c", spec["command"]], capture_output=True, text=True,
+                                  timeout=spec.get("timeout", COMMAND_LIMIT), env=env,
+                                  stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as e:
             result.update(ok=False, value=None, message="timed out after %g s" % e.timeout)
             return result
@@ -384,6 +430,9 @@ def main():
     packages, shadowed = distributions()
     shm = free_total("/dev/shm")
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    env = environment()
+    nccl = nccl_stack((torch.get("value") or {}).pop("nccl_library", None), packages)
+    gpu, xid, diag = gpu_health(payload.get("gpu_diag"))
     print(json.dumps({
         "python": {"executable": sys.executable, "version": platform.python_version(),
                    "prefix": sys.prefix,
@@ -393,15 +442,32 @@ def main():
         "shadowed": shadowed,
         "torch": torch.get("value") or {"error": torch["error"]},
         "nvcc": nvcc(),
-        "gpus": gpus(),
+        "gpus": gpu,
+        "xid": xid,
+        "gpu_diag": diag,
+        "nccl": nccl,
+        "fabric": fabric(),
         "system": {"kernel": platform.release(), "glibc": "-".join(platform.libc_ver()),
                    "cpu": cpu_model(), "hostname": platform.node()},
-        "env": environment(),
-        "limits": {"open_files": nofile[0], "shm_bytes": shm},
+        "env": env,
+        "startup_lines": startup_lines(list(env) + ["PATH"], SECRET),
+        "limits": {"open_files": nofile[0], "shm_bytes": shm, "memlock": memlock()},
         "disk": {"hf_cache": hf_cache(), "hf_cache_free": free_bytes(hf_cache()),
                  "shared_free": free_bytes(payload["shared"]) if payload.get("shared") else None},
-        "checks": [check(spec, answers) for spec in checks],
+        "checks": [check(spec, answers, payload.get("activate")) for spec in checks],
     }))
+
+
+def gpu_health(diagnose):
+    """(the GPUs and their health, their Xid events, DCGM's diagnostic if `diagnose`)."""
+    if shutil.which("nvidia-smi") is None:
+        return {"count": 0, "models": [], "driver": None, "devices": []}, None, None
+    part = {}
+    exec(compile(GPU_HEALTH, "gpuhealth", "exec"), part)
+    gpu = part["gpus"]()
+    if not gpu["count"]:
+        return gpu, None, None
+    return gpu, part["xid_events"](), part["gpu_diag"]() if diagnose else None
 
 
 def free_total(path):

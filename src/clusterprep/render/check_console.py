@@ -1,11 +1,12 @@
-"""`clusterprep check` on a terminal: a matrix of nodes by checks, then the findings."""
+"""`clusterprep check` on a terminal: a matrix of nodes by checks, then the findings, each
+with what to do about it."""
 
 from __future__ import annotations
 
 from rich.markup import escape
 
 from clusterprep.check.drift import no_drift
-from clusterprep.check.model import CRITICAL, CheckReport
+from clusterprep.check.model import CRITICAL, DRIFT, CheckReport
 from clusterprep.fleet.gather import fold
 from clusterprep.render.console import node_problem, stdout_console
 
@@ -55,9 +56,11 @@ def _findings(report: CheckReport) -> None:
     console.print(f"\n{len(report.findings)} findings ({critical} critical)")
     for finding in report.findings:
         colour = "red" if finding.severity == CRITICAL else "yellow"
+        verb = "differ" if finding.kind == DRIFT else "unwell"
         console.print(f"[{colour}]{finding.severity}[/] {escape(finding.item)}: "
-                      f"{escape(fold(finding.nodes))} differ", soft_wrap=True)
+                      f"{escape(fold(finding.nodes))} {verb}", soft_wrap=True)
         for value, nodes in finding.values.items():
             marker = "reference" if value == finding.reference else "         "
             console.print(f"    {marker} {escape(fold(nodes))}: {escape(value)}",
                           soft_wrap=True)
+        console.print(f"    [bold]advice[/]    {escape(finding.advice)}", soft_wrap=True)

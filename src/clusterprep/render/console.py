@@ -19,18 +19,22 @@ if TYPE_CHECKING:
 # its import is a tenth of a second of every invocation.
 
 
+# emoji=False everywhere: what nodes report is never markup, and a PCI bus id such as
+# 0000:AB:00.0 holds rich's emoji code `:ab:`.
+
+
 @cache
-def _stderr_console() -> Console:
+def stderr_console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, emoji=False)
 
 
 def stdout_console() -> Console:
     from rich.console import Console
 
     # Piped output is read by people too (logs, CI): don't wrap tables at rich's default 80.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 200)
 
 
 def note(message: str) -> None:
@@ -49,6 +53,16 @@ def node_problem(console: Console, node: str, problem: str) -> None:
     """One line under a table: the node in red, then what went wrong there, as plain text."""
     from rich.markup import escape
     console.print(f"[red]{escape(node)}[/]: " + escape(problem), soft_wrap=True)
+
+
+def node_problems(console: Console, problems: list[tuple[str, str]]) -> None:
+    """(node, problem) lines under a table, nodes with the same problem folded into one line
+    (`node[01-64]: ...`), in the order each problem first appears."""
+    nodes_by_problem: dict[str, list[str]] = {}
+    for node, problem in problems:
+        nodes_by_problem.setdefault(problem, []).append(node)
+    for problem, nodes in nodes_by_problem.items():
+        node_problem(console, fold(nodes), problem)
 
 
 def nodes_table(result: Survey) -> None:
@@ -74,10 +88,8 @@ def nodes_table(result: Survey) -> None:
             gpus,
         )
     console.print(table)
-    failures = [r for r in reports if r.error is not None]
-    for r in failures:
-        assert r.error is not None
-        node_problem(console, r.node, f"{r.error.kind}: {r.error.message}")
+    node_problems(console, [(r.node, f"{r.error.kind}: {r.error.message}")
+                            for r in reports if r.error is not None])
     if result.interrupted:
         console.print("[yellow]interrupted: nodes not yet answered are shown as unreachable[/]")
 
@@ -108,13 +120,13 @@ def failure_summary(outcome: FleetResult) -> None:
             causes.setdefault(_cause(r), []).append(r.node)
     if not causes and not outcome.interrupted:
         return
-    _stderr_console().print()
+    stderr_console().print()
     failed = sum(len(nodes) for nodes in causes.values())
-    _stderr_console().print(f"[red]{failed} of {len(outcome.results)} nodes failed[/]")
+    stderr_console().print(f"[red]{failed} of {len(outcome.results)} nodes failed[/]")
     for cause, nodes in causes.items():
-        _stderr_console().print(f"  {fold(nodes)}: {cause}", soft_wrap=True, markup=False)
+        stderr_console().print(f"  {fold(nodes)}: {cause}", soft_wrap=True, markup=False)
     if outcome.interrupted:
-        _stderr_console().print("[yellow]interrupted by the user[/]")
+        stderr_console().print("[yellow]interrupted by the user[/]")
 
 
 def _cause(result: CommandResult) -> str:

@@ -1,5 +1,6 @@
 """`clusterprep check --html FILE`: one self-contained page (no network needed to view it) with
-the check matrix and the findings, for someone who was not at the terminal."""
+the check matrix and the findings with what to do about each, for someone who was not at the
+terminal."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ th { background: #f4f4f4; text-align: left; } .ok { color: #176c2c; } .fail { co
 .critical { color: #b00020; font-weight: bold; } .warning { color: #9a6700; font-weight: bold; }
 .verdict { font-size: 1.2em; padding: .5em 1em; display: inline-block; border-radius: 4px; }
 .good { background: #e6f4ea; } .bad { background: #fce8e6; } code { font-size: 12px; }
+.advice { max-width: 40em; }
 """
 
 
@@ -69,18 +71,20 @@ def _matrix(report: CheckReport) -> str:
 def _findings(report: CheckReport) -> str:
     if not report.findings:
         compared, words = no_drift(report.nodes)
-        return (f"<h2>Drift</h2><p class='{'ok' if compared else 'fail'}'>"
+        return (f"<h2>Findings</h2><p class='{'ok' if compared else 'fail'}'>"
                 f"{escape(words[0].upper() + words[1:])}.</p>")
-    rows = ["<h2>Drift</h2><table><tr><th>severity</th><th>item</th><th>value</th>"
-            "<th>nodes</th></tr>"]
+    rows = ["<h2>Findings</h2><table><tr><th>severity</th><th>item</th><th>value</th>"
+            "<th>nodes</th><th>what to do</th></tr>"]
     for f in sorted(report.findings, key=lambda f: f.severity != CRITICAL):
+        span = f"rowspan='{len(f.values)}'"
         first = True
         for value, nodes in f.values.items():
-            head = (f"<td rowspan='{len(f.values)}' class='{f.severity}'>{f.severity}</td>"
-                    f"<td rowspan='{len(f.values)}'>{escape(f.item)}</td>") if first else ""
+            head = (f"<td {span} class='{f.severity}'>{f.severity}<br><small>{f.kind}</small>"
+                    f"</td><td {span}>{escape(f.item)}</td>") if first else ""
+            advice = f"<td {span} class='advice'>{escape(f.advice)}</td>" if first else ""
             ref = " <small>(reference)</small>" if value == f.reference else ""
             rows.append(f"<tr>{head}<td><code>{escape(value)}</code>{ref}</td>"
-                        f"<td>{escape(fold(nodes))}</td></tr>")
+                        f"<td>{escape(fold(nodes))}</td>{advice}</tr>")
             first = False
     rows.append("</table>")
     return "".join(rows)

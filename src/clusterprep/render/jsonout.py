@@ -71,7 +71,8 @@ def check_document(report: CheckReport, warnings: list[str]) -> dict[str, Any]:
             "clock_uncertainty_s": node.clock_uncertainty_s,
             "fingerprint": node.fingerprint,
         })
-    findings = [{"severity": f.severity, "item": f.item, "nodes": f.nodes, "values": f.values,
-                 "reference": f.reference} for f in report.findings]
+    findings = [{"severity": f.severity, "kind": f.kind, "item": f.item, "nodes": f.nodes,
+                 "values": f.values, "reference": f.reference, "advice": f.advice}
+                for f in report.findings]
     return {"ok": report.ok, "interrupted": report.interrupted, "nodes": nodes,
             "findings": findings, "warnings": warnings}

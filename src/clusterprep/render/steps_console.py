@@ -8,7 +8,6 @@ plain lines otherwise (logs, CI).
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 
@@ -17,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from clusterprep.fleet.gather import fold
+from clusterprep.render.console import stderr_console, stdout_console
 from clusterprep.steps.base import (
     CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Outcome, Step,
 )
@@ -26,16 +26,12 @@ _STYLE = {OK: "green", CHANGED: "cyan", FAILED: "red", SKIPPED: "yellow", WOULD_
           "running": "bold", "waiting": "dim"}
 
 
-def _console() -> Console:
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-
-
 class StepProgress(Listener):
     """Live nodes-by-steps grid on a terminal (identical rows folded); one plain line per
     finished step otherwise."""
 
     def __init__(self, steps: list[Step], nodes: list[str]) -> None:
-        self.console = Console(stderr=True, highlight=False)
+        self.console = stderr_console()
         self.steps = [step.name for step in steps]
         self.nodes = nodes
         self.states = {node: {step: "waiting" for step in self.steps} for node in nodes}
@@ -92,7 +88,7 @@ def _grid(title: str, nodes: list[str], steps: list[str],
 
 def summary(result: UpResult) -> None:
     """The final table (ok / changed / failed / skipped per node and step), then the causes."""
-    console = _console()
+    console = stdout_console()
     verb = "plan" if result.dry_run else "up"
     plural = "s" if len(result.nodes) != 1 else ""
     title = f"clusterprep {verb}: {len(result.nodes)} node{plural}, recipe {result.recipe}"
@@ -125,7 +121,7 @@ def details(console: Console, result: UpResult) -> None:
 
 
 def down_summary(result: UpResult) -> None:
-    console = _console()
+    console = stdout_console()
     for step in result.steps:
         groups: dict[tuple[str, str], list[str]] = {}
         for node in result.nodes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusterprep.render.console import node_problem, stdout_console
+from clusterprep.render.console import node_problems, stdout_console
 from clusterprep.render.jsonout import _error
 from clusterprep.wandb import NetrcReport, VerifyReport
 
@@ -33,9 +33,8 @@ def netrc_table(report: NetrcReport) -> None:
                 result += ", mode set to 0600"
         table.add_row(change.node, result, escape(change.path or "-"))
     console.print(table)
-    for change in report.changes:
-        if change.error is not None:
-            node_problem(console, change.node, f"{change.error.kind}: {change.error.message}")
+    node_problems(console, [(c.node, f"{c.error.kind}: {c.error.message}")
+                            for c in report.changes if c.error is not None])
     if report.interrupted:
         console.print("[yellow]interrupted: nodes not yet answered are shown as failed[/]")
 
@@ -75,11 +74,10 @@ def verify_table(report: VerifyReport) -> None:
             escape(check.run_url or check.run_dir or "-"),
         )
     console.print(table)
-    for check in report.checks:
-        for problem in check.problems:
-            node_problem(console, check.node, problem)
-        if check.error is not None:
-            node_problem(console, check.node, f"{check.error.kind}: {check.error.message}")
+    node_problems(console, [(check.node, problem) for check in report.checks
+                            for problem in check.problems + (
+                                [f"{check.error.kind}: {check.error.message}"]
+                                if check.error is not None else [])])
     if report.interrupted:
         console.print("[yellow]interrupted by the user[/]")
 

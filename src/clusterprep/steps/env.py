@@ -1,8 +1,10 @@
 """Step `env`: the Python env created and the recipe's install commands run, once, on the head.
 
-The env lives in the shared folder. After the install commands succeed, a stamp (a hash of
-the env spec, the pins and the install commands) is written into the env: a changed pin or
-command means the commands run again; an unchanged recipe means nothing runs. Output goes to
+The env lives in the shared folder. The install commands run in one `bash -e` script, after
+the env is activated as its own tooling does it (`activation.activate_lines`), from the repo
+folder (the shared folder when the recipe has no repo). After they succeed, a stamp (a hash of
+the env spec, its activation, the pins and the install commands) is written into the env: a
+changed pin or command means the commands run again; an unchanged recipe means nothing runs. Output goes to
 `{shared}/.clusterprep/logs/env.log`; on failure its last lines are shown with its path.
 """
 
@@ -11,12 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+from pathlib import PurePosixPath
 
+from clusterprep.activation import activate_lines
 from clusterprep.inventory import Node
 from clusterprep.recipe import Recipe
 from clusterprep.steps.base import Outcome, Step, StepContext, run_logged
 
 STAMP_FILE = ".clusterprep-env.json"
+CREATING_SUFFIX = ".clusterprep-creating"  # beside the env while it is being made
 # Nothing may stop to ask a question: there is no terminal on the other end.
 _NON_INTERACTIVE = {
     "PIP_NO_INPUT": "1",
@@ -31,7 +36,8 @@ def env_stamp(recipe: Recipe) -> str:
     """A hash of everything that decides what the install commands produce."""
     env = recipe.env
     spec = {"backend": env.backend, "python": env.python_version, "prefix": env.prefix,
-            "pins": recipe.pins, "install": recipe.install_commands,
+            "activate": activate_lines(env), "pins": recipe.pins,
+            "install": recipe.install_commands,
             "repo": recipe.repo.rev if recipe.repo else None}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
@@ -53,6 +59,7 @@ class EnvStep(Step):
 
 
 def install_script(recipe: Recipe) -> str:
+    """The env created if missing, activated, and the install commands, echoed as they run."""
     env = recipe.env
     prefix = shlex.quote(env.prefix)
     if env.backend == "conda":
@@ -65,14 +72,25 @@ def install_script(recipe: Recipe) -> str:
     exports = {**_NON_INTERACTIVE, **recipe.exports}
     lines = ["set -e"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in exports.items()]
+    # A creation this step began and did not finish (the run was killed) leaves a marker
+    # beside the env: that half-made env is removed and made again. An env clusterprep did
+    # not start to make is never removed.
+    creating = shlex.quote(env.prefix + CREATING_SUFFIX)
     lines += [
+        f"if [ -e {creating} ]; then",
+        f"    echo {shlex.quote('+ rm -rf ' + env.prefix + '  # left half-made by a run that ended')}",
+        f"    rm -rf {prefix}",
+        "fi",
         f"if [ ! -x {prefix}/bin/python ]; then",
+        f"    mkdir -p {shlex.quote(str(PurePosixPath(env.prefix).parent))}",
+        f"    touch {creating}",
         f"    echo {shlex.quote('+ ' + create)}",
         f"    {create}",
+        f"    rm -f {creating}",
         "fi",
-        f"cd {shlex.quote(workdir)}",
     ]
-    for command in recipe.install_commands:
+    for command in [*activate_lines(env), f"cd {shlex.quote(workdir)}",
+                    *recipe.install_commands]:
         lines += [f"echo {shlex.quote('+ ' + command)}", command]
     stamp = json.dumps({"stamp": env_stamp(recipe), "recipe": recipe.source})
     temp = shlex.quote(f"{env.prefix}/{STAMP_FILE}.tmp")

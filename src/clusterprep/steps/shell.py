@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 
+from clusterprep.activation import bashrc_lines
 from clusterprep.fleet import NodeError
 from clusterprep.inventory import Node
 from clusterprep.recipe import Recipe
@@ -20,23 +21,12 @@ END = "# <<< clusterprep <<<"
 
 def bashrc_block(recipe: Recipe) -> str:
     """The exact text of the block, markers included, ending with a newline."""
-    env = recipe.env
     lines = [
         BEGIN,
         f"# Managed by clusterprep (recipe {recipe.name}); `clusterprep down shell` removes it.",
         "# Above the interactive guard on purpose: non-interactive `ssh node cmd` needs it too.",
+        *bashrc_lines(recipe.env, recipe.activate),
     ]
-    if env.backend == "conda":
-        assert env.base_prefix is not None
-        conda_sh = shlex.quote(f"{env.base_prefix}/etc/profile.d/conda.sh")
-        lines += [f"if [ -f {conda_sh} ]; then", f"    . {conda_sh}"]
-        if recipe.activate:
-            prefix = shlex.quote(env.prefix)
-            lines += [f"    if [ -d {prefix} ]; then conda activate {prefix}; fi"]
-        lines += ["fi"]
-    elif recipe.activate:
-        activate = shlex.quote(f"{env.prefix}/bin/activate")
-        lines += [f"if [ -f {activate} ]; then . {activate}; fi"]
     for variable, value in recipe.exports.items():
         lines.append(f"export {variable}={shlex.quote(value)}")
     lines.append(END)

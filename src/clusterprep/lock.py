@@ -1,0 +1,232 @@
+"""The cluster lock: one clusterprep at a time changes a cluster's state.
+
+Commands that change state (`up`, `down`, `weights stage|sync`, `wandb login|logout`) hold,
+for their whole run, each node's own lock (where state is per node: `~/.bashrc`, the hub
+cache, the netrc) and, for `up`, the shared folder's (`{shared}/.clusterprep/lock`, on the
+head). A second operator gets `LockHeld`, naming who holds the cluster (command, pid, host,
+user, since), and may wait for it (`--lock-wait`).
+
+A lock is a kernel lock held by a small process on the node (`probes/lock.py`) for as long as
+the invocation that took it keeps writing to it: it ends when the invocation releases it, when
+the invocation dies (its connections close), and at the latest 30 seconds (settings.py,
+CLUSTERPREP_LOCK_STALE_AFTER) after the invocation froze or lost its network: the holder writes
+a heartbeat to every node six times in that span. No stale lock needs breaking by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import random
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from clusterprep import probes, settings
+from clusterprep.errors import ClusterprepError
+from clusterprep.fleet import Fleet
+from clusterprep.fleet.gather import fold
+from clusterprep.fleet.transport import NodeUnreachable, Transport
+from clusterprep.inventory import Node
+from clusterprep.probes import _flock
+
+SETTLE = 30.0  # seconds a node may take to answer whether it got its locks
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a lock: written into the lock file, shown to whoever finds it held."""
+
+    command: str
+    pid: int
+    host: str
+    user: str
+    since: str
+
+    @classmethod
+    def this_process(cls) -> Owner:
+        words = [os.path.basename(sys.argv[0]) if sys.argv else "clusterprep", *sys.argv[1:]]
+        if words[0] == "__main__.py":  # python -m clusterprep
+            words[0] = "clusterprep"
+        return cls(" ".join(words), os.getpid(), socket.gethostname(), getpass.getuser(),
+                   time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+
+    def describe(self) -> str:
+        return (f"`{self.command}` (pid {self.pid} on {self.host} as {self.user}, "
+                f"since {self.since})")
+
+
+class LockHeld(ClusterprepError):
+    """Another clusterprep holds a lock this command needs (exit status 75, sysexits'
+    EX_TEMPFAIL: try again later).
+
+    Attributes:
+        holders: each holder's description, with the nodes (or files) where it holds locks.
+    """
+
+    exit_code = 75
+
+    def __init__(self, holders: dict[str, list[str]], waited: float) -> None:
+        self.holders = holders
+        lines = [f"{who}, holding {_places(places)}" for who, places in holders.items()]
+        wait_hint = (f"waited {waited:g} s; " if waited else "") + \
+            "wait for it to finish or stop it, then run again (--lock-wait S waits up to S s)"
+        super().__init__("another clusterprep is changing this cluster: " + "; ".join(lines)
+                         + f". {wait_hint}")
+
+
+def _places(places: list[str]) -> str:
+    """`node[01-04]`, and the lock files named alone."""
+    nodes = [p for p in places if not p.startswith(("the lock", "/"))]
+    files = [p for p in places if p not in nodes]
+    return " and ".join(([f"the locks of {fold(nodes)}"] if nodes else []) + files)
+
+
+class LockError(ClusterprepError):
+    """A lock could not be taken for a reason other than another holder (a node's files)."""
+
+
+@dataclass
+class _NodeHold:
+    node: Node
+    task: asyncio.Task[Any]
+    answer: asyncio.Future[dict[str, Any]]
+
+
+class ClusterLock:
+    """Holds the locks of a fleet's nodes (and of its shared folder) while in `async with`.
+
+    Nodes that cannot be reached are not locked: every command fails on them anyway, and the
+    fleet remembers them as unreachable for the rest of the invocation.
+    """
+
+    def __init__(self, fleet: Fleet, *, shared: str | None = None, wait: float = 0.0) -> None:
+        self.fleet = fleet
+        self.shared_path = f"{shared}/.clusterprep/lock" if shared else None
+        self.wait = wait
+        self.owner = Owner.this_process()
+        self._released = asyncio.Event()
+        self._holds: list[_NodeHold] = []
+
+    async def __aenter__(self) -> ClusterLock:
+        started = time.monotonic()
+        while True:
+            holders = await self._try()
+            if not holders:
+                return self
+            await self._release()
+            waited = time.monotonic() - started
+            if waited >= self.wait:
+                raise LockHeld(holders, round(waited))
+            await asyncio.sleep(min(self.wait - waited, random.uniform(0.5, 1.5)))
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._release()
+
+    async def _try(self) -> dict[str, list[str]]:
+        """Ask every node for its locks at once; the holders found, by who holds them."""
+        self._released = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._holds = []
+        for node in self.fleet.inventory.nodes:
+            answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+            task = asyncio.ensure_future(self._hold(node, answer))
+            self._holds.append(_NodeHold(node, task, answer))
+        await asyncio.wait([hold.answer for hold in self._holds], timeout=SETTLE)
+        holders: dict[str, list[str]] = {}
+        problems = []
+        for hold in self._holds:
+            answer = hold.answer.result() if hold.answer.done() else \
+                {"error": f"no answer to the lock request in {SETTLE:g} s"}
+            for lock in answer.get("held", []):
+                who = _describe(lock.get("owner"))
+                place = f"the lock of the shared folder ({lock['path']})" \
+                    if lock["path"] == self.shared_path else hold.node.name
+                holders.setdefault(who, []).append(place)
+            if "error" in answer:
+                problems.append(f"{hold.node.name}: {answer['error']}")
+        if problems and not holders:
+            await self._release()
+            raise LockError("cannot take the cluster lock: " + "; ".join(problems))
+        return holders
+
+    async def _hold(self, node: Node, answer: asyncio.Future[dict[str, Any]]) -> None:
+        """Run the lock probe on `node` until released; `answer` gets its first line."""
+        request = {"shared": self.shared_path if node.head else None, "node": True,
+                   "owner": asdict(self.owner), "stale_after": settings.lock_stale_after()}
+        source = probes.load("lock")
+        buffer = b""
+
+        def on_output(_node: str, stream: str, chunk: bytes) -> None:
+            nonlocal buffer
+            if stream != "stdout" or answer.done():
+                return
+            buffer += chunk
+            if b"\n" in buffer:
+                try:
+                    answer.set_result(json.loads(buffer.split(b"\n", 1)[0]))
+                except ValueError:
+                    answer.set_result({"error": "the lock probe answered garbage"})
+
+        try:
+            transport: Transport = await self.fleet.transport(node)
+        except NodeUnreachable:
+            answer.set_result({"unreachable": True})
+            return
+        result = await transport.run(
+            probes.command(source), on_output=on_output,
+            stdin_stream=self._heartbeat(source.encode() + json.dumps(request).encode() + b"\n"))
+        if answer.done():
+            return
+        if result.error is not None:  # lost, hung, shell startup: the command will say so too
+            answer.set_result({"unreachable": True})
+        else:
+            said = result.stderr.decode(errors="replace").strip()[-300:]
+            answer.set_result({"error": f"the lock probe exited {result.exit_code}: {said}"})
+
+    async def _heartbeat(self, first: bytes) -> AsyncIterator[bytes]:
+        yield first
+        while True:
+            try:
+                await asyncio.wait_for(self._released.wait(), settings.lock_stale_after() / 6)
+            except asyncio.TimeoutError:
+                yield b"\n"
+            else:
+                yield b"release\n"  # the locks go; stdin's end without this means we died
+                return
+
+    async def _release(self) -> None:
+        self._released.set()
+        if self._holds:
+            await asyncio.wait([hold.task for hold in self._holds], timeout=10)
+        self._holds = []
+
+
+def _describe(owner: object) -> str:
+    """Who holds a lock, from what its file says."""
+    if isinstance(owner, dict) and set(owner) == set(Owner.__dataclass_fields__):
+        return Owner(**owner).describe()
+    return "another clusterprep (its lock file names no owner)"
+
+
+@contextmanager
+def local_lock(path: Path, wait: float = 0.0) -> Iterator[None]:
+    """Hold a lock file on this machine (the head's staging cache, say) within `with`."""
+    owner = Owner.this_process()
+    started = time.monotonic()
+    while (fd := _flock.take(str(path), asdict(owner))) is None:
+        waited = time.monotonic() - started
+        if waited >= wait:
+            raise LockHeld({_describe(_flock.holder(str(path))): [str(path)]}, round(waited))
+        time.sleep(min(wait - waited, random.uniform(0.5, 1.5)))
+    try:
+        yield
+    finally:
+        os.close(fd)

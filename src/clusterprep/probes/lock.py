@@ -1,0 +1,147 @@
+"""Probe: hold this node's clusterprep locks for as long as the invocation that asked lives.
+
+Input: one JSON line {"shared": PATH | null, "node": bool, "owner": {...}, "stale_after": S}.
+`node` asks for this node's own lock (`$XDG_CACHE_HOME/clusterprep/lock-HOSTNAME`, ~/.cache
+when unset: named by host so that nodes sharing a home folder still lock apart); `shared` for a
+lock file in the shared folder (`{shared}/.clusterprep/lock`), where that folder exists. Either
+every lock is taken, or none is.
+
+Prints one JSON line: {"acquired": [paths]}, or {"held": [{"path", "owner"}, ...]} when
+another clusterprep holds any, or {"error": why}. Once acquired, it holds the locks while the head keeps
+writing to stdin (a heartbeat, one line every few seconds) and frees them when the head writes
+`release`. When the head vanishes instead (stdin ends without `release`: it died and its
+connection closed; or `stale_after` seconds of silence: it froze or was cut off), the commands
+it had started on this node over the same connection are ended too (killing their sessions),
+so that no orphan of a dead run races the next one; then the probe exits and the kernel frees
+the locks. Stdlib only.
+"""
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+
+from _flock import holder, take  # inlined by probes.load
+
+
+def node_lock_path():
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "clusterprep", "lock-" + socket.gethostname())
+
+
+def say(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "fish", "tcsh", "csh")
+
+
+def stat_fields(pid):
+    """(comm, ppid, session) of a process, or None once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            text = f.read()
+    except OSError:
+        return None
+    comm = text[text.index("(") + 1:text.rindex(")")]
+    fields = text[text.rindex(")") + 2:].split()
+    return comm, int(fields[1]), int(fields[3])
+
+
+def head_connection():
+    """SSH_CONNECTION of the head's connection when sshd started this probe for it (through
+    the login shell only), else None: run locally, the probe must end nothing of the user's."""
+    pid = os.getppid()
+    while True:
+        fields = stat_fields(pid)
+        if fields is None or fields[0] not in SHELLS + ("sshd",):
+            return None
+        if fields[0] == "sshd":
+            return os.environ.get("SSH_CONNECTION")
+        pid = fields[1]
+
+
+def end_sessions_of(connection):
+    """Kill the sessions started over the head's SSH connection (all share its
+    SSH_CONNECTION, a client address and port of their own), but this probe's."""
+    mine = os.getsid(0)
+    marker = ("SSH_CONNECTION=" + connection).encode() + b"\0"
+    sessions = set()
+    pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    for pid in pids:
+        try:
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                if marker in f.read() + b"\0":
+                    sessions.add(os.getsid(pid))
+        except OSError:
+            continue
+    sessions.discard(mine)
+    for pid in pids:
+        fields = stat_fields(pid)
+        if fields is not None and fields[2] in sessions:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def buffered_input():
+    """What stdin's buffer already holds beyond the request line (heartbeats, or `release`
+    itself), taken out so that the rest can be read from the descriptor without it."""
+    stdin = sys.stdin.buffer.fileno()
+    os.set_blocking(stdin, False)
+    try:
+        data = sys.stdin.buffer.peek()  # no waiting: an empty buffer answers b""
+        sys.stdin.buffer.read(len(data))
+    finally:
+        os.set_blocking(stdin, True)
+    return data
+
+
+def hold(stale_after):
+    """Wait for `release`; True when it came, False when the head vanished (its commands on
+    this node are then ended)."""
+    stdin = sys.stdin.buffer.fileno()
+    pending = buffered_input()
+    while b"release" not in pending:
+        ready, _, _ = select.select([stdin], [], [], stale_after)
+        data = os.read(stdin, 4096) if ready else b""
+        pending = pending[-16:] + data
+        if not data and b"release" not in pending:
+            connection = head_connection()
+            if connection:
+                end_sessions_of(connection)
+            return False
+    return True
+
+
+def main():
+    request = json.loads(sys.stdin.buffer.readline())
+    shared = request.get("shared")
+    # A shared folder that does not exist yet is the shared step's to make (and report), and
+    # there is nothing in it to protect: it is not made here for its lock.
+    paths = ([shared] if shared and os.path.isdir(os.path.dirname(os.path.dirname(shared)))
+             else []) + ([node_lock_path()] if request.get("node") else [])
+    taken, held = [], []
+    try:
+        for path in paths:
+            fd = take(path, request["owner"])
+            if fd is None:
+                held.append({"path": path, "owner": holder(path)})
+            else:
+                taken.append(fd)
+    except OSError as e:
+        say({"error": "cannot lock %s: %s" % (getattr(e, "filename", None) or path,
+                                              e.strerror or e)})
+        return
+    if held:
+        say({"held": held})
+        return  # exiting frees what was taken: all or nothing
+    say({"acquired": paths})
+    hold(request["stale_after"])  # exiting frees every lock
+
+
+main()
