@@ -141,8 +141,9 @@ def _notes(phase: PhaseResult) -> None:
             console.print(f"  {escape(fold(nodes))}: from {escape(label)}", soft_wrap=True)
     if isinstance(phase, CollectiveResult) and phase.swept:
         if phase.leftovers:
-            console.print(f"collective: {counted(len(phase.leftovers), 'process', 'processes')} of the run "
-                          "were still alive at its end: noted and killed")
+            left = counted(len(phase.leftovers), "process", "processes")
+            console.print(f"collective: {left} of the run were still alive at its end: "
+                          "noted and killed")
         else:
             console.print("collective: no process of the run is left on any node")
     if isinstance(phase, HandoverResult) and phase.hosts:

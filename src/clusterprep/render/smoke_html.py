@@ -38,7 +38,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _mark(ok: bool, text: str = "") -> str:
-    return f"<span class='{'ok' if ok else 'fail'}'>{escape(text or ('ok' if ok else 'FAIL'))}</span>"
+    label = escape(text or ("ok" if ok else "FAIL"))
+    return f"<span class='{'ok' if ok else 'fail'}'>{label}</span>"
 
 
 def _section(phase: PhaseResult) -> str:

@@ -27,9 +27,9 @@ from typing import Any
 from clusterprep.events import JsonLines
 from clusterprep.fleet import CommandResult, Fleet
 from clusterprep.fleet.gather import fold
-from clusterprep.fleet.transport import NodeUnreachable
 from clusterprep.inventory import Node
 from clusterprep.smoke.cancel import acknowledge
+from clusterprep.smoke.conversation import run_on
 from clusterprep.smoke.model import CollectiveResult, Leftover, Problem, SizeResult
 from clusterprep.smoke.problems import unanswered
 
@@ -138,9 +138,9 @@ async def run_collective(fleet: Fleet, plan: CollectivePlan,
     script = resources.files("clusterprep.smoke").joinpath("worker.py").read_bytes()
     nodes = fleet.inventory.nodes
     logs = {node.name: RankEvents(listener) for node in nodes}
-    tasks = {node.name: asyncio.ensure_future(
-        _launch(fleet, node, plan.command(i, node.name, run), script, logs[node.name]))
-        for i, node in enumerate(nodes)}
+    tasks = {node.name: asyncio.ensure_future(run_on(
+        fleet, node, plan.command(i, node.name, run), stdin=script,
+        on_output=logs[node.name].reader)) for i, node in enumerate(nodes)}
     failed: list[str] = []
     try:
         outcome = await _wait(tasks, plan.timeout, failed)
@@ -154,15 +154,6 @@ async def run_collective(fleet: Fleet, plan: CollectivePlan,
         await _sweep(fleet, nodes, run, result)  # a launch that started after the sweep
     _judge(result, plan, outcome, failed, {name: t.result() for name, t in tasks.items()}, logs)
     return result
-
-
-async def _launch(fleet: Fleet, node: Node, command: str, script: bytes,
-                  log: RankEvents) -> CommandResult:
-    try:
-        transport = await fleet.transport(node)
-    except NodeUnreachable as e:
-        return CommandResult(node.name, None, error=e.error)
-    return await transport.run(command, stdin=script, on_output=log.reader)
 
 
 async def _wait(tasks: dict[str, asyncio.Task[CommandResult]], timeout: float,
