@@ -2,7 +2,8 @@
 
 The Hub cannot be reached from tests: this stands in for what `hf_hub_download` leaves behind
 (blobs named by sha256 for LFS files and by git sha1 for small files, `refs/`, snapshots of
-relative symlinks, `.locks/` at the root).
+relative symlinks, `.locks/` at the root). `build_staging` then stages it where it lies, with
+clusterprep's own `weights stage` code, as `weights stage --from-cache DIR --staging DIR` does.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ BETA_MAIN = "b" * 40
 REPOS = ["org/alpha", "org/beta"]
 
 
-def build_staging(cache: Path) -> Path:
+def build_hub_cache(cache: Path) -> Path:
     """Two repos; org/alpha in two revisions (main and v1) sharing a blob; nested paths."""
     config = b'{"model_type": "alpha"}\n'
     add_revision(cache, "org/alpha", "v1", ALPHA_V1, {
@@ -72,4 +73,16 @@ def build_staging(cache: Path) -> Path:
         "tokenizer/tokenizer.json": b'{"vocab": []}\n',
         "text_encoder/pytorch_model.bin": pseudo_random("beta-te", 4 * MB + 7),
     })
+    return cache
+
+
+def build_staging(cache: Path) -> Path:
+    """`build_hub_cache`, staged where it lies (every revision of it, whole)."""
+    from clusterprep.weights.stage import FAILED, stage
+    from clusterprep.weights.spec import RepoRef
+
+    build_hub_cache(cache)
+    revisions = (RepoRef("org/alpha"), RepoRef("org/alpha", "v1"), RepoRef("org/beta"))
+    results = stage(cache, revisions, from_cache=cache)
+    assert all(r.action != FAILED for r in results), results
     return cache

@@ -58,3 +58,7 @@ class RecipeError(ClusterprepError):
         self.key = key
         where = f"{path}: {key}" if key else path
         super().__init__(f"{where}: {message}")
+
+
+class SlurmError(ClusterprepError):
+    """Slurm cannot give the nodes: no such job, a job not running, slurmctld not answering."""

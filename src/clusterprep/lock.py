@@ -89,10 +89,6 @@ def _places(places: list[str]) -> str:
     return " and ".join(([f"the locks of {fold(nodes)}"] if nodes else []) + files)
 
 
-class LockError(ClusterprepError):
-    """A lock could not be taken for a reason other than another holder (a node's files)."""
-
-
 @dataclass
 class _NodeHold:
     node: Node
@@ -104,7 +100,9 @@ class ClusterLock:
     """Holds the locks of a fleet's nodes (and of its shared folder) while in `async with`.
 
     Nodes that cannot be reached are not locked: every command fails on them anyway, and the
-    fleet remembers them as unreachable for the rest of the invocation.
+    fleet remembers them as unreachable for the rest of the invocation. Nor are nodes whose
+    lock file cannot be made (a read-only home): the command's own work there fails with its
+    own reason, a node's failure like any other; `unlocked` says why, by node.
     """
 
     def __init__(self, fleet: Fleet, *, shared: str | None = None, wait: float = 0.0) -> None:
@@ -114,6 +112,7 @@ class ClusterLock:
         self.owner = Owner.this_process()
         self._released = asyncio.Event()
         self._holds: list[_NodeHold] = []
+        self.unlocked: dict[str, str] = {}
 
     async def __aenter__(self) -> ClusterLock:
         started = time.monotonic()
@@ -141,7 +140,7 @@ class ClusterLock:
             self._holds.append(_NodeHold(node, task, answer))
         await asyncio.wait([hold.answer for hold in self._holds], timeout=SETTLE)
         holders: dict[str, list[str]] = {}
-        problems = []
+        self.unlocked = {}
         for hold in self._holds:
             answer = hold.answer.result() if hold.answer.done() else \
                 {"error": f"no answer to the lock request in {SETTLE:g} s"}
@@ -151,10 +150,7 @@ class ClusterLock:
                     if lock["path"] == self.shared_path else hold.node.name
                 holders.setdefault(who, []).append(place)
             if "error" in answer:
-                problems.append(f"{hold.node.name}: {answer['error']}")
-        if problems and not holders:
-            await self._release()
-            raise LockError("cannot take the cluster lock: " + "; ".join(problems))
+                self.unlocked[hold.node.name] = answer["error"]
         return holders
 
     async def _hold(self, node: Node, answer: asyncio.Future[dict[str, Any]]) -> None:

@@ -21,6 +21,7 @@ class NodeReport:
     gpus: int = 0
     gpu_model: str | None = None
     error: NodeError | None = None
+    slurm_state: str | None = None  # sinfo's state (idle, allocated, drained, down*...); SSH: None
 
 
 @dataclass
@@ -55,5 +56,8 @@ async def survey(fleet: Fleet, timeout: float | None = None) -> Survey:
             report.gpus = len(gpus)
             report.gpu_model = ", ".join(sorted({g["name"] for g in gpus})) or None
         report.error = pong.error or fact.error
+        if fleet.launcher is not None:
+            state = fleet.launcher.state_of(node)
+            report.slurm_state = state.state if state is not None else "unknown"
         reports.append(report)
     return Survey(reports, interrupted or ping.interrupted)

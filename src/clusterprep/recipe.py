@@ -350,7 +350,8 @@ def _build(source: str, data: dict[str, Any], shared_override: str | None) -> Re
         install_commands=install,
         checks=checks,
         wandb=WandbSettings.from_table(data.get("wandb", {}), source),
-        weights=WeightsSpec.from_table(data.get("weights", {}), Path(shared), source),
+        weights=WeightsSpec.from_table(data.get("weights", {}), Path(shared), source,
+                                     code=Path(repo.path) if repo else None),
     )
 
 

@@ -6,6 +6,8 @@
 | SHAREDDIR           | the shared folder, over the recipe's `[shared] dir`        |
 | CLUSTERPREP_LOCK_STALE_AFTER | seconds of silence from the clusterprep holding a node's |
 |                     | lock after which the node frees it (default 30)           |
+| SLURM_JOB_ID        | set inside a Slurm allocation: its job (older: SLURM_JOBID) |
+| SLURM_JOB_NODELIST  | the allocation's nodes (older: SLURM_NODELIST)             |
 """
 
 from __future__ import annotations
@@ -33,3 +35,21 @@ def lock_stale_after() -> float:
     except ValueError:
         return 30.0
     return value if 1 <= value < float("inf") else 30.0
+
+
+def slurm_job_id() -> str | None:
+    """The Slurm job this process runs inside (`salloc`, `sbatch`, `srun`), or None."""
+    return _first_set("SLURM_JOB_ID", "SLURM_JOBID")
+
+
+def slurm_job_nodelist() -> str | None:
+    """The nodes of the allocation this process runs inside, as a Slurm hostlist, or None."""
+    return _first_set("SLURM_JOB_NODELIST", "SLURM_NODELIST")
+
+
+def _first_set(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None

@@ -10,9 +10,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Protocol, TypeVar
 
+from clusterprep import settings
+from clusterprep.errors import UsageError
 from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, SshOptions
+from clusterprep.fleet.slurm import SlurmOptions
 from clusterprep.fleet.ssh import HUNG_AFTER
-from clusterprep.inventory import Inventory, load_inventory
+from clusterprep.inventory import Inventory, load_inventory, load_slurm_inventory
 from clusterprep.lock import ClusterLock
 from clusterprep.recipe import DEFAULT_RECIPE
 from clusterprep.render import console, jsonout
@@ -42,6 +45,15 @@ def common_options() -> argparse.ArgumentParser:
                        help="host key checking; default: the ssh config's "
                             "StrictHostKeyChecking, else accept-new")
     group.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    slurm = common.add_argument_group(
+        "Slurm options", "Inside an allocation (SLURM_JOB_ID set) with no nodes named, the "
+        "allocation's nodes are reached through Slurm: one srun job step per command.")
+    slurm.add_argument("--slurm", action="store_true",
+                       help="reach the nodes through Slurm (srun), not SSH: the nodes named "
+                            "by -n, or the allocation's")
+    slurm.add_argument("--slurm-job", metavar="ID", type=slurm_job_id, default=None,
+                       help="the allocation to run in (implies --slurm); default: the one "
+                            "this shell runs inside, else a new one for the named nodes")
     return common
 
 
@@ -99,9 +111,24 @@ def _finite(text: str) -> float:
     return value
 
 
+def slurm_job_id(text: str) -> str:
+    if not text.replace("_", "").isdigit():
+        raise argparse.ArgumentTypeError(f"expected a Slurm job id (digits), got {text!r}")
+    return text
+
+
 def inventory(args: argparse.Namespace) -> Inventory:
-    """The nodes the command works on; the inventory's warnings go to stderr (not with --json)."""
-    loaded = load_inventory(args.nodes)
+    """The nodes the command works on; the inventory's warnings go to stderr (not with --json).
+
+    Through Slurm with --slurm or --slurm-job, or inside an allocation when no nodes are named
+    (neither -n nor $CLUSTERPREP_NODES); otherwise over SSH."""
+    inside = settings.slurm_job_id()
+    if args.slurm or args.slurm_job:
+        loaded = load_slurm_inventory(args.nodes, args.slurm_job or inside)
+    elif inside and args.nodes is None and settings.nodes_spec() is None:
+        loaded = load_slurm_inventory(None, inside)
+    else:
+        loaded = load_inventory(args.nodes)
     if not args.json:
         for message in loaded.warnings:
             console.warn(message)
@@ -116,6 +143,14 @@ def ssh_options(args: argparse.Namespace) -> SshOptions:
         fanout=args.fanout,
         hung_after=args.hung_after,
     )
+
+
+def open_fleet(args: argparse.Namespace, nodes: Inventory) -> Fleet:
+    """The fleet over the nodes: through Slurm when the inventory says so, else SSH."""
+    if nodes.slurm and args.ssh_config:
+        raise UsageError("-F/--ssh-config has no use through Slurm (no SSH is involved)")
+    slurm = SlurmOptions(nodes.slurm_job, args.connect_timeout) if nodes.slurm else None
+    return Fleet(nodes, ssh_options(args), slurm)
 
 
 class Outcome(Protocol):
@@ -149,7 +184,7 @@ def over_fleet(args: argparse.Namespace, nodes: Inventory,
     `locked`: it holds every node's lock (and the `shared` folder's) while it gathers."""
 
     async def work() -> int:
-        async with Fleet(nodes, ssh_options(args)) as fleet:
+        async with open_fleet(args, nodes) as fleet:
             async with holding_lock(args, fleet, locked, shared):
                 result = await gather(fleet)
         show(result)

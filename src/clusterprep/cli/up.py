@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from clusterprep.cli import common
-from clusterprep.fleet import Fleet
 from clusterprep.recipe import load_recipe
 from clusterprep.steps import STEP_NAMES
 from clusterprep.steps.runner import run_down, run_steps, select_steps
@@ -59,7 +58,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     async def work() -> int:
         progress = None if args.json else steps_console.StepProgress(steps, inventory.names)
         try:
-            async with Fleet(inventory, common.ssh_options(args)) as fleet:
+            async with common.open_fleet(args, inventory) as fleet:
                 async with common.holding_lock(args, fleet, not args.dry_run,
                                                recipe.shared_dir):
                     result = await run_steps(fleet, recipe, steps, dry_run=args.dry_run,

@@ -12,10 +12,12 @@ from clusterprep.errors import ClusterprepError, UsageError
 from clusterprep.lock import local_lock
 from clusterprep.recipe import load_recipe
 from clusterprep.render import jsonout
+from clusterprep.weights import placement
 from clusterprep.weights.manifest import build as build_manifest
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.spec import RepoRef, WeightsSpec, parse_repo_option
 from clusterprep.weights.stage import FAILED as STAGE_FAILED
+from clusterprep.weights.stage import INTERRUPTED as STAGE_INTERRUPTED
 from clusterprep.weights.stage import local_hub_cache, stage
 from clusterprep.weights.sync import sync
 from clusterprep.weights.verify import verify as verify_weights
@@ -39,8 +41,10 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
     stage_parser = actions.add_parser(
         "stage", parents=[weights_options, common.lock_options()], help="fill the staging cache on the head",
         description="Download what is missing into the staging cache with huggingface_hub "
-                    "(it reads HF_TOKEN), or take it from a local hub cache. Skips repos "
-                    "already staged whole.")
+                    "(it reads HF_TOKEN), or take it from a local hub cache: the files each "
+                    "repo's allow_patterns select. A repo is staged whole or not at all: "
+                    "every file is checked before it counts as staged, and a rerun keeps "
+                    "what arrived whole. Skips repos already staged whole.")
     stage_parser.add_argument(
         "--from-cache", nargs="?", const="", default=None, metavar="DIR",
         help="copy from this hub cache (default: this machine's own) instead of downloading")
@@ -85,7 +89,7 @@ def _weights_spec(args: argparse.Namespace) -> WeightsSpec:
         return WeightsSpec(tuple(args.repo), staging)
     spec = load_recipe(args.recipe, args.shared_dir).weights
     assert spec is not None
-    return WeightsSpec(tuple(args.repo) if args.repo else spec.repos, staging or spec.staging)
+    return spec.only(tuple(args.repo) if args.repo else spec.repos, staging)
 
 
 def cmd_weights_stage(args: argparse.Namespace) -> int:
@@ -101,6 +105,8 @@ def cmd_weights_stage(args: argparse.Namespace) -> int:
         jsonout.emit(weights_render.stage_document(results, str(spec.staging)))
     else:
         weights_render.stage_table(results, str(spec.staging))
+    if any(r.action == STAGE_INTERRUPTED for r in results):
+        return common.EXIT_INTERRUPTED
     return common.EXIT_FAILED if any(r.action == STAGE_FAILED for r in results) \
         else common.EXIT_OK
 
@@ -118,27 +124,34 @@ async def _with_bytes_progress(
 
 
 def cmd_weights_sync(args: argparse.Namespace) -> int:
+    from clusterprep.render import placement as placement_render
     from clusterprep.render import weights as weights_render
     spec = _weights_spec(args)
     manifest = build_manifest(spec.staging, spec.repos)
+    wanted = placement.targets(manifest, spec.placements)
     inventory = common.inventory(args)
     bwlimit = args.bwlimit * 1e6 if args.bwlimit else None
     return common.over_fleet(
         args, inventory,
-        lambda fleet: _with_bytes_progress(args, lambda progress: sync(
+        lambda fleet: _with_bytes_progress(args, lambda progress: placement.after(sync(
             fleet, manifest, listener=progress, chain=not args.star, bwlimit=bwlimit,
-            timeout=args.timeout)),
-        common.shown(args, weights_render.sync_document, weights_render.sync_summary),
+            timeout=args.timeout), fleet, spec.code, wanted, place=True, timeout=args.timeout)),
+        common.shown(args, placement_render.document_with(weights_render.sync_document),
+                     placement_render.table_with(weights_render.sync_summary)),
         locked=True)
 
 
 def cmd_weights_verify(args: argparse.Namespace) -> int:
+    from clusterprep.render import placement as placement_render
     from clusterprep.render import weights as weights_render
     spec = _weights_spec(args)
     manifest = build_manifest(spec.staging, spec.repos)
+    wanted = placement.targets(manifest, spec.placements)
     inventory = common.inventory(args)
     return common.over_fleet(
         args, inventory,
-        lambda fleet: _with_bytes_progress(args, lambda progress: verify_weights(
-            fleet, manifest, full=args.full, timeout=args.timeout, listener=progress)),
-        common.shown(args, weights_render.verify_document, weights_render.verify_table))
+        lambda fleet: _with_bytes_progress(args, lambda progress: placement.after(verify_weights(
+            fleet, manifest, full=args.full, timeout=args.timeout, listener=progress),
+            fleet, spec.code, wanted, place=False, timeout=args.timeout)),
+        common.shown(args, placement_render.document_with(weights_render.verify_document),
+                     placement_render.table_with(weights_render.verify_table)))

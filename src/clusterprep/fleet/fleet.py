@@ -17,6 +17,7 @@ from typing import Any
 from clusterprep import probes
 from clusterprep.errors import ClusterprepError
 from clusterprep.fleet.local import LocalTransport
+from clusterprep.fleet.slurm import SlurmLauncher, SlurmOptions
 from clusterprep.fleet.ssh import SshConnector, SshOptions, SshTransport
 from clusterprep.fleet.sshconfig import ssh_available
 from clusterprep.fleet.transport import (
@@ -62,10 +63,13 @@ class ProbeResult:
 class Fleet:
     """Every node of an inventory, reachable through one Transport each."""
 
-    def __init__(self, inventory: Inventory, options: SshOptions | None = None) -> None:
+    def __init__(self, inventory: Inventory, options: SshOptions | None = None,
+                 slurm: SlurmOptions | None = None) -> None:
         self.inventory = inventory
         self.options = options or SshOptions()
         self._connector = SshConnector(self.options)
+        # Through Slurm, each `run` is one job step for all its nodes (fleet/slurm.py).
+        self.launcher = SlurmLauncher(inventory.nodes, slurm) if slurm is not None else None
         self._transports: dict[str, asyncio.Task[Transport]] = {}
         # Set by Ctrl-C: from then on no new command starts, so a command of many rounds
         # (`up`, `weights sync`) stops at once and keeps what it gathered.
@@ -84,13 +88,16 @@ class Fleet:
             else:
                 task.cancel()
         await self._connector.close()
+        if self.launcher is not None:
+            await self.launcher.close()
 
     async def transport(self, node: Node) -> Transport:
         """The node's connected Transport (opened on first use). Raises NodeUnreachable."""
-        if not self._transports and ssh_available():
+        if not self._transports and self.launcher is None and ssh_available():
             self._connector.prefetch([_target(n) for n in self.inventory.nodes])
         if node.name not in self._transports:
-            self._transports[node.name] = asyncio.ensure_future(self._open(node))
+            opening = self._open(node) if self.launcher is None else self._open_srun(node)
+            self._transports[node.name] = asyncio.ensure_future(opening)
         return await asyncio.shield(self._transports[node.name])
 
     async def _open(self, node: Node) -> Transport:
@@ -106,6 +113,12 @@ class Fleet:
         else:
             settings = await self._connector.resolve(target)
         transport = SshTransport(node, settings, self._connector)
+        await transport.connect()
+        return transport
+
+    async def _open_srun(self, node: Node) -> Transport:
+        assert self.launcher is not None
+        transport = self.launcher.transport(node)
         await transport.connect()
         return transport
 
@@ -142,6 +155,8 @@ class Fleet:
         if self.interrupted:
             return FleetResult([CommandResult(node.name, None, error=NodeError(
                 INTERRUPTED, "not started: interrupted")) for node in targets], True)
+        if self.launcher is not None:
+            return await self._run_srun(command, targets, stdin, timeout, on_output)
         tasks = [
             asyncio.ensure_future(self._run_one(
                 node, command, stdin(node) if callable(stdin) else stdin, timeout, on_output))
@@ -161,6 +176,22 @@ class Fleet:
             else CommandResult(node.name, None, error=NodeError(INTERRUPTED, "interrupted"))
             for node, task in zip(targets, tasks)
         ]
+        return FleetResult(results, interrupted)
+
+    async def _run_srun(
+        self,
+        command: str,
+        targets: list[Node],
+        stdin: bytes | Callable[[Node], bytes] | None,
+        timeout: float | None,
+        on_output: OutputCallback | None,
+    ) -> FleetResult:
+        """One job step for all `targets` (see fleet/slurm.py)."""
+        assert self.launcher is not None
+        per_node = {node.host: stdin(node) for node in targets} if callable(stdin) else stdin
+        results, interrupted = await self.launcher.run(
+            command, targets, stdin=per_node, timeout=timeout, on_output=on_output)
+        self.interrupted = self.interrupted or interrupted
         return FleetResult(results, interrupted)
 
     async def _run_one(

@@ -27,7 +27,6 @@ from clusterprep.fleet.transport import (
     HOST_KEY,
     HUNG,
     REFUSED,
-    SHELL_STARTUP,
     TIMEOUT,
     UNREACHABLE,
     CommandResult,
@@ -37,6 +36,7 @@ from clusterprep.fleet.transport import (
     Transport,
     collect,
     feed,
+    startup_failure,
 )
 from clusterprep.inventory import Node
 
@@ -512,22 +512,10 @@ class SshTransport(Transport):
         if feeding is not None:
             feeding.cancel()
         if result.error is None and stderr.session is None:
-            result.error = _startup_failure(result)
+            result.error = startup_failure(result)
         return result
 
     async def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-
-
-def _startup_failure(result: CommandResult) -> NodeError:
-    """The command never ran: the shell sshd started for it exited first (its session report,
-    the command's first act, never came), whatever status it exited with."""
-    said = result.stderr.decode(errors="replace").strip().splitlines()[-1:]
-    return NodeError(SHELL_STARTUP, (
-        f"the node's shell exited (status {result.exit_code}) before running the command"
-        + (f", saying: {said[0]}" if said else "")
-        + ". Look at the shell startup files there: ~/.bashrc (and what it sources) runs for "
-          "every `ssh node command`; an `exit` or `return` before its interactive guard ends "
-          "every command"))

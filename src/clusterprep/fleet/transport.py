@@ -224,3 +224,15 @@ async def _bounded(kill: Awaitable[None], seconds: float = 5.0) -> None:
         await asyncio.wait_for(kill, seconds)
     except Exception:  # noqa: BLE001 - a dead node cannot be killed; the result says why
         pass
+
+
+def startup_failure(result: CommandResult) -> NodeError:
+    """The command never ran: the shell started for it exited first (the transport saw no sign
+    of the command's start: over SSH, its session report), whatever status it exited with."""
+    said = result.stderr.decode(errors="replace").strip().splitlines()[-1:]
+    return NodeError(SHELL_STARTUP, (
+        f"the node's shell exited (status {result.exit_code}) before running the command"
+        + (f", saying: {said[0]}" if said else "")
+        + ". Look at the shell startup files there: ~/.bashrc (and what it sources) runs for "
+          "every `ssh node command`; an `exit` or `return` before its interactive guard ends "
+          "every command"))

@@ -72,7 +72,10 @@ def nodes_table(result: Survey) -> None:
     console = stdout_console()
     reports = result.reports
     table = Table(title=f"{len(reports)} node{'s' if len(reports) != 1 else ''}")
-    for column in ("node", "head", "reachable", "rtt ms", "hostname", "os", "cpus", "gpus"):
+    slurm = any(r.slurm_state is not None for r in reports)
+    columns = ["node", "head", *(["slurm"] if slurm else []), "reachable", "rtt ms", "hostname",
+               "os", "cpus", "gpus"]
+    for column in columns:
         table.add_column(column, justify="right" if column in ("rtt ms", "cpus", "gpus")
                          else "left")
     for r in reports:
@@ -80,6 +83,7 @@ def nodes_table(result: Survey) -> None:
         table.add_row(
             escape(r.node),
             "*" if r.head else "",
+            *([escape(r.slurm_state or "-")] if slurm else []),
             "[green]yes[/]" if r.reachable else "[red]no[/]",
             f"{r.rtt_ms:.1f}" if r.rtt_ms is not None else "-",
             escape(r.hostname or "-"),

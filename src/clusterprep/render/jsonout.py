@@ -49,7 +49,7 @@ def nodes_document(result: Survey, warnings: list[str]) -> dict[str, Any]:
         {
             "node": r.node, "head": r.head, "reachable": r.reachable, "rtt_ms": r.rtt_ms,
             "hostname": r.hostname, "os": r.os, "cpus": r.cpus, "gpus": r.gpus,
-            "gpu_model": r.gpu_model, "error": _error(r.error),
+            "gpu_model": r.gpu_model, "slurm_state": r.slurm_state, "error": _error(r.error),
         }
         for r in result.reports
     ]

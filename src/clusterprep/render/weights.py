@@ -15,7 +15,7 @@ from clusterprep.fleet.gather import fold
 from clusterprep.weights.sync import SyncReport
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.spec import RepoRef
-from clusterprep.weights.stage import FAILED, StageResult
+from clusterprep.weights.stage import StageResult
 from clusterprep.weights.verify import VerifyReport
 
 _err = Console(stderr=True, highlight=False)
@@ -84,7 +84,7 @@ def stage_table(results: list[StageResult], staging: str) -> None:
     for column in ("repo", "revision", "commit", "action", "files", "bytes"):
         table.add_column(column)
     for r in results:
-        action = f"[red]failed[/]: {r.error}" if r.action == FAILED else r.action
+        action = f"[red]{r.action}[/]: {r.error}" if r.error else r.action
         table.add_row(r.repo.id, r.repo.revision, (r.commit or "-")[:12], action,
                       str(r.files) if r.files else "-", _size(r.bytes) if r.bytes else "-")
     _out().print(table)
@@ -92,7 +92,7 @@ def stage_table(results: list[StageResult], staging: str) -> None:
 
 def stage_document(results: list[StageResult], staging: str) -> dict[str, Any]:
     return {
-        "ok": all(r.action != FAILED for r in results),
+        "ok": all(r.error is None for r in results),
         "staging": staging,
         "repos": [{"repo": r.repo.id, "revision": r.repo.revision, "commit": r.commit,
                    "action": r.action, "files": r.files, "bytes": r.bytes, "error": r.error}

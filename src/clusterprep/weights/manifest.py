@@ -2,8 +2,11 @@
 
 An entry is a path relative to the cache root (`models--org--name/blobs/HASH`), its kind (a
 regular file, or a symlink kept relative, as the hub writes them), and a file's size and
-sha256 or a link's target. Hashes are kept in `STAGING/.clusterprep-manifest.json`, keyed by
-size and mtime, so only files that changed since the last run are hashed again.
+sha256 or a link's target. Per repo: its ref, and the snapshot link and blob of each file it
+needs (its allow_patterns over the revision's file list), taken from the revision's staging
+record (`weights/record.py`): a repo that was not staged whole has none, and no manifest.
+Hashes are kept in `STAGING/.clusterprep-manifest.json`, keyed by size and mtime, so only
+files that changed since the last run are hashed again.
 """
 
 from __future__ import annotations
@@ -12,17 +15,18 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clusterprep.errors import ClusterprepError
+from clusterprep.weights.record import aside_path, committed
+from clusterprep.weights.record import resolve_revision as resolve_revision
 from clusterprep.weights.spec import RepoRef
 
 HASH_CACHE = ".clusterprep-manifest.json"
 FILE, SYMLINK = "file", "symlink"
-_SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
-_SKIPPED_SUFFIXES = (".incomplete", ".clusterprep-partial", ".lock")
+SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
 
 
 class StagingError(ClusterprepError):
@@ -49,11 +53,13 @@ class Entry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """Every entry of the staged repos, files before links, in a stable order."""
+    """Every entry of the staged repos, files before links, in a stable order; `commits`:
+    the commit each repo's revision names."""
 
     root: Path
     repos: tuple[RepoRef, ...]
     entries: tuple[Entry, ...]
+    commits: dict[RepoRef, str] = field(default_factory=dict)
 
     @property
     def files(self) -> list[Entry]:
@@ -78,71 +84,83 @@ class Manifest:
     def by_path(self) -> dict[str, Entry]:
         return {e.path: e for e in self.entries}
 
+    def snapshot_path(self, repo: RepoRef, file: str) -> str:
+        """Where `file` of `repo` is in a hub cache (its snapshot link), relative to the root."""
+        return f"{repo.folder}/snapshots/{self.commits[repo]}/{file}"
 
-def resolve_revision(repo_dir: Path, revision: str) -> str | None:
-    """The commit a revision names in a hub cache (`refs/REV`, or a snapshot folder)."""
-    ref = repo_dir / "refs" / revision
-    if ref.is_file():
-        return ref.read_text().strip()
-    if (repo_dir / "snapshots" / revision).is_dir():
-        return revision
-    return None
+    def blob_of(self, repo: RepoRef, file: str) -> Entry | None:
+        """The blob `file` of `repo` links to, when the manifest holds that file."""
+        entries = self.by_path()
+        link = entries.get(self.snapshot_path(repo, file))
+        if link is None or link.target is None:
+            return None
+        return entries.get(os.path.normpath(os.path.join(os.path.dirname(link.path),
+                                                         link.target)))
+
+
+class HashCache:
+    """The sha256 of the staging cache's files, remembered by (size, mtime)."""
+
+    def __init__(self, staging: Path) -> None:
+        self.staging = staging
+        self.known = _load_hash_cache(staging)
+        self.learned: dict[str, list[Any]] = {}
+
+    def sha256(self, path: Path) -> str:
+        """The file's sha256, hashed only when it changed since it was last hashed."""
+        rel, st = os.path.relpath(path, self.staging), path.stat()
+        known = self.learned.get(rel) or self.known.get(rel)
+        if known is not None and known[:2] == [st.st_size, st.st_mtime_ns]:
+            return known[2]
+        return self.remember(path, sha256_file(path))
+
+    def remember(self, path: Path, sha: str) -> str:
+        """Note `sha` as the hash of `path` as it is now (hashed while it was written)."""
+        st = path.stat()
+        self.learned[os.path.relpath(path, self.staging)] = [st.st_size, st.st_mtime_ns, sha]
+        return sha
+
+    def save(self) -> None:
+        """Add what was learned to the file (re-read first: another staging may have added)."""
+        if self.learned:
+            _save_hash_cache(self.staging, {**_load_hash_cache(self.staging), **self.learned})
 
 
 def build(staging: Path, repos: tuple[RepoRef, ...]) -> Manifest:
     """The manifest of `repos` in the staging cache. Raises StagingError for what is absent."""
-    cache = _load_hash_cache(staging)
-    used: dict[str, list[Any]] = {}
-    entries: list[Entry] = []
+    hashes = HashCache(staging)
+    entries: dict[str, Entry] = {}
+    commits: dict[RepoRef, str] = {}
     for repo in repos:
-        repo_dir = staging / repo.folder
-        commit = resolve_revision(repo_dir, repo.revision) if repo_dir.is_dir() else None
-        if commit is None or not (repo_dir / "snapshots" / commit).is_dir():
-            raise StagingError(f"{repo} is not staged in {staging}: run "
+        record = committed(staging, repo)
+        if record is None:
+            raise StagingError(f"{repo} is not staged whole in {staging}: run "
                                f"`clusterprep weights stage --repo {repo.id}@{repo.revision}`")
-    for folder in dict.fromkeys(r.folder for r in repos):  # two revisions: one folder
-        entries.extend(_walk(staging, staging / folder, cache, used))
-    if any(cache.get(path) != known for path, known in used.items()):
-        _save_hash_cache(staging, {**cache, **used})
-    entries.sort(key=lambda e: (e.kind != FILE, e.path))
-    return Manifest(staging, repos, tuple(entries))
+        commits[repo] = record.commit
+        ref = staging / repo.folder / "refs" / repo.revision
+        if ref.is_file():
+            entries[_rel(staging, ref)] = _file_entry(staging, ref, hashes)
+        for path in record.needed(repo):
+            blob = staging / repo.folder / "blobs" / record.files[path][0]
+            link = staging / repo.folder / "snapshots" / record.commit / path
+            entries[_rel(staging, blob)] = _file_entry(staging, blob, hashes)
+            entries[_rel(staging, link)] = Entry(_rel(staging, link), SYMLINK,
+                                                 target=os.path.relpath(blob, link.parent))
+    hashes.save()
+    ordered = sorted(entries.values(), key=lambda e: (e.kind != FILE, e.path))
+    return Manifest(staging, repos, tuple(ordered), commits)
 
 
-def _walk(staging: Path, repo_dir: Path, cache: dict[str, list[Any]],
-          used: dict[str, list[Any]]) -> list[Entry]:
-    entries = []
-    for folder, dirs, names in os.walk(repo_dir):
-        dirs.sort()
-        for name in sorted(names) + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
-            if name.endswith(_SKIPPED_SUFFIXES):
-                continue
-            full = os.path.join(folder, name)
-            rel = os.path.relpath(full, staging)
-            if os.path.islink(full):
-                entries.append(Entry(rel, SYMLINK, target=_relative_target(staging, full)))
-                continue
-            st = os.stat(full)
-            known = cache.get(rel)
-            if known is not None and known[:2] == [st.st_size, st.st_mtime_ns]:
-                sha = known[2]
-            else:
-                sha = sha256_file(full)
-                if folder.endswith("/blobs") and _SHA256_NAME.match(name) and sha != name:
-                    raise StagingError(f"staged blob {full} is damaged: its sha256 is {sha}; "
-                                       "delete it and stage again")
-            used[rel] = [st.st_size, st.st_mtime_ns, sha]
-            entries.append(Entry(rel, FILE, st.st_size, sha))
-    return entries
+def _file_entry(staging: Path, path: Path, hashes: HashCache) -> Entry:
+    sha = hashes.sha256(path)
+    if path.parent.name == "blobs" and SHA256_NAME.match(path.name) and sha != path.name:
+        raise StagingError(f"staged blob {path} is damaged: its sha256 is {sha}; "
+                           "run `clusterprep weights stage` again to replace it")
+    return Entry(_rel(staging, path), FILE, path.stat().st_size, sha)
 
 
-def _relative_target(staging: Path, link: str) -> str:
-    """A link's target, relative; an absolute link into the staged repo is made relative."""
-    target = os.readlink(link)
-    repo_dir = os.path.join(str(staging), os.path.relpath(link, staging).split("/", 1)[0])
-    resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
-    if not resolved.startswith(repo_dir + os.sep):
-        raise StagingError(f"staged link {link} points outside its repo ({target})")
-    return os.path.relpath(resolved, os.path.dirname(link)) if os.path.isabs(target) else target
+def _rel(staging: Path, path: Path) -> str:
+    return os.path.relpath(path, staging)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -162,7 +180,7 @@ def _load_hash_cache(staging: Path) -> dict[str, list[Any]]:
 
 
 def _save_hash_cache(staging: Path, cache: dict[str, list[Any]]) -> None:
-    aside = staging / f"{HASH_CACHE}.{os.getpid()}"
+    aside = aside_path(staging / HASH_CACHE)
     try:
         aside.write_text(json.dumps(cache))
         os.replace(aside, staging / HASH_CACHE)

@@ -1,24 +1,43 @@
 """`weights stage`: fill the staging cache on the head, once, for every node to copy from.
 
-A repo whose revision is already staged whole (every snapshot link resolves) is skipped. Else
-it is taken from a local hub cache (`--from-cache`: the head's own, where a test inference
-already put it) or downloaded with huggingface_hub, which reads `HF_TOKEN` (or the token file)
-itself: the token never passes through our code, arguments or output.
+A repo is staged complete or not at all. Its revision's own file list (the Hub's listing, or
+the snapshot of the local cache it is copied from) says what it holds; its allow_patterns say
+which of those files are needed. Each needed file is written aside, hashed as it is written,
+checked against its name (the sha256 for large files, the git blob sha1 for small ones) or
+the Hub's listing, and renamed into place; only once every needed file is there and right is
+the revision's record written (`weights/record.py`), then its ref. A stage that fails or is
+killed leaves no record: the repo is not "present", not synced, and a rerun keeps every file
+that arrived whole and fetches the rest. Two stagings at once write different aside files and
+rename identical content: neither can corrupt the other.
+
+Downloads go through huggingface_hub, which reads `HF_TOKEN` (or the token file) itself: the
+token never passes through our code, arguments or output.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clusterprep.errors import ClusterprepError
-from clusterprep.weights.manifest import resolve_revision
+from clusterprep.weights import record as records
+from clusterprep.weights.manifest import SHA256_NAME, HashCache, StagingError
+from clusterprep.weights.record import StagedRevision, aside_path, resolve_revision
 from clusterprep.weights.spec import RepoRef
 
 PRESENT, COPIED, DOWNLOADED, FAILED = "present", "copied", "downloaded", "failed"
+INTERRUPTED = "interrupted"
+CHUNK = 1 << 20
+_GIT_SHA1_NAME = 40
+
+if TYPE_CHECKING:
+    from huggingface_hub.hf_api import RepoFile
+
+OnFile = Callable[[RepoRef, str, int], None]
 
 
 @dataclass
@@ -38,106 +57,264 @@ def local_hub_cache() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def staged_commit(staging: Path, repo: RepoRef) -> str | None:
-    """The commit of `repo` when it is staged whole, else None."""
-    repo_dir = staging / repo.folder
-    commit = resolve_revision(repo_dir, repo.revision) if repo_dir.is_dir() else None
-    snapshot = repo_dir / "snapshots" / commit if commit else None
-    if snapshot is None or not snapshot.is_dir():
-        return None
-    for folder, _, names in os.walk(snapshot):
-        for name in names:
-            if not os.path.exists(os.path.join(folder, name)):
-                return None  # a dangling link: its blob is missing
-    return commit
-
-
 def stage(
     staging: Path,
     repos: tuple[RepoRef, ...],
     *,
     from_cache: Path | None = None,
-    on_file: Callable[[RepoRef, str, int], None] | None = None,
+    on_file: OnFile | None = None,
 ) -> list[StageResult]:
     """Stage every repo not yet staged whole; one result per repo, in order."""
     staging.mkdir(parents=True, exist_ok=True)
+    hashes = HashCache(staging)
     results = []
-    for repo in repos:
-        commit = staged_commit(staging, repo)
-        if commit is not None:
-            results.append(StageResult(repo, PRESENT, commit))
-            continue
-        try:
-            if from_cache is not None:
-                results.append(_copy_from_cache(from_cache, staging, repo, on_file))
-            else:
-                results.append(_download(staging, repo))
-        except (OSError, ClusterprepError) as e:
-            results.append(StageResult(repo, FAILED, error=str(e)))
+    try:
+        for repo in repos:
+            record = records.committed(staging, repo)
+            if record is not None and not _damaged(staging, repo, record, hashes):
+                results.append(StageResult(repo, PRESENT, record.commit,
+                                           len(record.needed(repo))))
+                continue
+            records.remove_stale_asides([staging / repo.folder, staging / records.RECORDS])
+            try:
+                if from_cache is not None:
+                    results.append(_copy_from_cache(from_cache, staging, repo, hashes, on_file))
+                else:
+                    results.append(_download(staging, repo, hashes))
+            except (OSError, ClusterprepError) as e:
+                results.append(StageResult(repo, FAILED, error=str(e)))
+            except KeyboardInterrupt:
+                results.append(StageResult(repo, INTERRUPTED, error="interrupted: not staged "
+                                           "(what arrived whole is kept for the next run)"))
+                break
+    finally:
+        hashes.save()
     return results
 
 
-def _copy_from_cache(source: Path, staging: Path, repo: RepoRef,
-                     on_file: Callable[[RepoRef, str, int], None] | None) -> StageResult:
-    """Copy one revision (its ref, snapshot links and blobs) from a local hub cache."""
+def _damaged(staging: Path, repo: RepoRef, record: StagedRevision,
+             hashes: HashCache) -> list[Path]:
+    """The staged blobs named by a sha256 that they no longer have (removed, to be staged
+    again; huggingface_hub would take a blob that exists for a good one)."""
+    damaged = []
+    for path in record.needed(repo):
+        blob = staging / repo.folder / "blobs" / record.files[path][0]
+        if SHA256_NAME.match(blob.name) and hashes.sha256(blob) != blob.name:
+            blob.unlink()
+            damaged.append(blob)
+    return damaged
+
+
+def _commit(staging: Path, repo: RepoRef, revision: StagedRevision) -> None:
+    """The commit point: the record (with what an older one had staged), then the ref."""
+    revision = revision.merged(records.load(staging, repo, revision.commit))
+    records.save(staging, repo, revision)
+    if repo.revision != revision.commit:
+        ref = staging / repo.folder / "refs" / repo.revision
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        aside = aside_path(ref)
+        aside.write_text(revision.commit)
+        os.replace(aside, ref)
+
+
+# -- from a local hub cache -----------------------------------------------------------------
+
+def _copy_from_cache(source: Path, staging: Path, repo: RepoRef, hashes: HashCache,
+                     on_file: OnFile | None) -> StageResult:
+    """Copy one revision's needed files (blobs, snapshot links), then commit it."""
     src_repo = source / repo.folder
     commit = resolve_revision(src_repo, repo.revision) if src_repo.is_dir() else None
     if commit is None:
-        raise ClusterprepError(f"{repo} is not in the cache {source}")
-    result = StageResult(repo, COPIED, commit)
-    dst_repo = staging / repo.folder
-    if (src_repo / "refs" / repo.revision).is_file():
-        _copy_file(src_repo / "refs" / repo.revision, dst_repo / "refs" / repo.revision)
+        raise StagingError(f"{repo} is not in the cache {source}")
     snapshot = src_repo / "snapshots" / commit
-    for folder, _, names in os.walk(snapshot):
-        for name in names:
-            path = Path(folder) / name
-            rel = path.relative_to(src_repo)
-            if path.is_symlink():
-                blob = Path(os.path.normpath(path.parent / os.readlink(path)))
-                if not blob.is_file():
-                    raise ClusterprepError(f"{repo}: {path} points to a missing blob {blob}")
-                result.bytes += _copy_file(blob, dst_repo / blob.relative_to(src_repo))
-                _place_link(dst_repo / rel, os.readlink(path))
-            else:
-                result.bytes += _copy_file(path, dst_repo / rel)
-            result.files += 1
-            if on_file is not None:
-                on_file(repo, str(rel), result.bytes)
+    blobs = _snapshot_blobs(snapshot, src_repo)
+    needed = repo.select(sorted(blobs))
+    if not needed:
+        raise StagingError(f"{repo}: no file of its snapshot in {source} matches "
+                           f"allow_patterns {list(repo.allow_patterns or [])}")
+    lacking = [path for path in needed if not blobs[path].is_file()]
+    if lacking:
+        raise StagingError(
+            f"{repo}: the cache {source} lacks {len(lacking)} of the {len(needed)} files "
+            f"needed ({_some(lacking)}: the snapshot links to blobs that are not there); "
+            "nothing was staged. Complete that cache, or stage from the Hub (without "
+            "--from-cache), and run again")
+    result = StageResult(repo, COPIED, commit, len(needed))
+    dst_repo = staging / repo.folder
+    for path in needed:
+        blob = dst_repo / "blobs" / blobs[path].name
+        result.bytes += _copy_blob(blobs[path], blob, hashes)
+        _place_link(dst_repo / "snapshots" / commit / path, blob)
+        if on_file is not None:
+            on_file(repo, f"snapshots/{commit}/{path}", result.bytes)
+    listing = {path: (blob.name, blob.stat().st_size if blob.is_file() else None)
+               for path, blob in blobs.items()}
+    _commit(staging, repo, StagedRevision(repo.id, commit, listing, set(needed)))
     return result
 
 
-def _copy_file(src: Path, dst: Path) -> int:
-    """Copy aside then rename; a file already there with the same size is kept. Bytes copied."""
-    size = src.stat().st_size
-    if dst.is_file() and dst.stat().st_size == size:
+def _snapshot_blobs(snapshot: Path, src_repo: Path) -> dict[str, Path]:
+    """Every file of a snapshot: its path -> the blob its link leads to (which may be
+    missing). A snapshot entry that is not a link into blobs/ is not the hub's layout."""
+    found = {}
+    for folder, _, names in os.walk(snapshot):
+        for name in names:
+            link = Path(folder, name)
+            if not link.is_symlink():
+                raise StagingError(f"{link} is a file, not a link into blobs/: not a hub cache")
+            blob = Path(os.path.normpath(link.parent / os.readlink(link)))
+            if blob.parent != src_repo / "blobs":
+                raise StagingError(f"{link} leads to {blob}, outside {src_repo / 'blobs'}")
+            found[str(link.relative_to(snapshot))] = blob
+    return found
+
+
+def _copy_blob(src: Path, dst: Path, hashes: HashCache) -> int:
+    """Copy a blob aside, hashing it, and rename it into place once its hash matches its
+    name. A blob already there and right is kept. Returns the bytes copied."""
+    if dst.is_file() and _right(dst, hashes):
         return 0
     dst.parent.mkdir(parents=True, exist_ok=True)
-    aside = dst.with_name(f".{dst.name}.clusterprep-partial")
-    shutil.copyfile(src, aside)
-    os.replace(aside, dst)
-    return size
+    aside = aside_path(dst)
+    digests = _digests(dst.name, src.stat().st_size)
+    try:
+        with open(src, "rb") as reader, open(aside, "wb") as writer:
+            while block := reader.read(CHUNK):
+                writer.write(block)
+                for digest in digests:
+                    digest.update(block)
+            writer.flush()
+            os.fsync(writer.fileno())
+        if not _matches(dst.name, digests):
+            raise StagingError(f"{src} is damaged: its content does not hash to its name; "
+                               "nothing of it was staged")
+        os.replace(aside, dst)
+    finally:
+        aside.unlink(missing_ok=True)
+    hashes.remember(dst, digests[0].hexdigest())
+    return dst.stat().st_size
 
 
-def _place_link(where: Path, target: str) -> None:
+def _right(blob: Path, hashes: HashCache) -> bool:
+    """Whether a blob's content hashes to its name (sha256, or git blob sha1)."""
+    if SHA256_NAME.match(blob.name):
+        return hashes.sha256(blob) == blob.name
+    return len(blob.name) != _GIT_SHA1_NAME or _git_sha1(blob) == blob.name
+
+
+def _git_sha1(path: Path) -> str:
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as reader:
+        while block := reader.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _digests(name: str, size: int) -> list[hashlib._Hash]:
+    """sha256 always (the manifest's hash); the git blob sha1 too for a blob named by one."""
+    digests = [hashlib.sha256()]
+    if len(name) == _GIT_SHA1_NAME:
+        digests.append(hashlib.sha1(b"blob %d\0" % size))
+    return digests
+
+
+def _matches(name: str, digests: list[hashlib._Hash]) -> bool:
+    if SHA256_NAME.match(name):
+        return digests[0].hexdigest() == name
+    return len(digests) < 2 or digests[1].hexdigest() == name
+
+
+def _place_link(where: Path, blob: Path) -> None:
+    """A relative link to `blob`, as the hub writes them, made aside and renamed."""
+    target = os.path.relpath(blob, where.parent)
     if where.is_symlink() and os.readlink(where) == target:
         return
     where.parent.mkdir(parents=True, exist_ok=True)
-    aside = where.with_name(f".{where.name}.clusterprep-partial")
+    aside = aside_path(where)
     aside.unlink(missing_ok=True)
     os.symlink(target, aside)
     os.replace(aside, where)
 
 
-def _download(staging: Path, repo: RepoRef) -> StageResult:
-    """Download with huggingface_hub into the staging cache (it resumes and skips by itself)."""
-    from huggingface_hub import snapshot_download
+def _some(paths: list[str], most: int = 3) -> str:
+    shown = ", ".join(paths[:most])
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
 
+
+# -- from the Hub ---------------------------------------------------------------------------
+
+def _download(staging: Path, repo: RepoRef, hashes: HashCache) -> StageResult:
+    """Download with huggingface_hub (it resumes and skips what is there by itself), then
+    check every needed file against the Hub's listing, then commit."""
+    from huggingface_hub import HfApi, hf_api, snapshot_download
+
+    api = HfApi()
+    repo_dir = staging / repo.folder
     try:
-        path = snapshot_download(repo.id, revision=repo.revision, cache_dir=staging)
+        commit = api.model_info(repo.id, revision=repo.revision).sha
+        assert commit is not None, "the Hub named no commit"
+        listing = {f.path: f for f in api.list_repo_tree(repo.id, revision=commit,
+                                                         recursive=True)
+                   if isinstance(f, hf_api.RepoFile)}
+        needed = repo.select(sorted(listing))
+        if not needed:
+            raise StagingError(f"no file of {repo} matches allow_patterns "
+                               f"{list(repo.allow_patterns or [])}")
+        before = {path for path in needed if (repo_dir / "snapshots" / commit / path).exists()}
+        # The commit, not the branch: the files are those of the listing even if the branch
+        # moves meanwhile, and huggingface_hub writes no ref before they are all there.
+        snapshot_download(repo.id, revision=commit, cache_dir=staging,
+                          allow_patterns=list(repo.allow_patterns)
+                          if repo.allow_patterns is not None else None)
+    except ClusterprepError:
+        raise
     except Exception as e:  # also a mirror's malformed answer: this repo fails, not the tool
-        raise ClusterprepError(f"cannot download {repo}: {type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}") from e
-    commit = Path(path).name
-    files = [p for p in Path(path).rglob("*") if p.is_file()]
-    return StageResult(repo, DOWNLOADED, commit, len(files), sum(p.stat().st_size for p in files))
+        raise StagingError(f"cannot download {repo}: {type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    wrong = [f"{path} ({why})" for path in needed
+             if (why := _against_listing(repo_dir, commit, listing[path], hashes))]
+    if wrong:
+        raise StagingError(f"{repo}: {len(wrong)} downloaded files differ from the Hub's "
+                           f"listing ({_some(wrong)}); they were removed and nothing was "
+                           "staged: run again")
+    files = {path: (_listed_blob(f), f.size) for path, f in listing.items()}
+    for path in needed:  # as huggingface_hub named them (checked above: the links exist)
+        files[path] = (Path(os.readlink(repo_dir / "snapshots" / commit / path)).name,
+                       listing[path].size)
+    _commit(staging, repo, StagedRevision(repo.id, commit, files, set(needed)))
+    return StageResult(repo, DOWNLOADED, commit, len(needed),
+                       sum(listing[path].size for path in needed if path not in before))
+
+
+def _against_listing(repo_dir: Path, commit: str, listed: RepoFile, hashes: HashCache) -> str:
+    """Why a downloaded file is not the one the Hub lists ('' when it is). A wrong blob is
+    removed, so that a rerun downloads it again; a right one gets a relative link."""
+    blob = _blob_of(repo_dir, commit, listed.path)
+    if blob is None or not blob.is_file():
+        return "not downloaded"
+    if blob.stat().st_size != listed.size:
+        why = f"{blob.stat().st_size} bytes, listed {listed.size}"
+    elif listed.lfs is not None:
+        why = "" if hashes.sha256(blob) == listed.lfs.sha256 else "sha256 differs"
+    else:
+        why = "" if _git_sha1(blob) == listed.blob_id else "git blob sha1 differs"
+    if why:
+        blob.unlink()
+    else:
+        _place_link(repo_dir / "snapshots" / commit / listed.path, blob)
+    return why
+
+
+def _blob_of(repo_dir: Path, commit: str, path: str) -> Path | None:
+    """The blob a snapshot link leads to (None: no link)."""
+    link = repo_dir / "snapshots" / commit / path
+    try:
+        return Path(os.path.normpath(link.parent / os.readlink(link)))
+    except OSError:
+        return None
+
+
+def _listed_blob(listed: RepoFile) -> str:
+    """The name the hub gives a file's blob: its sha256 when stored with LFS, else its git
+    blob sha1."""
+    return listed.lfs.sha256 if listed.lfs is not None else listed.blob_id

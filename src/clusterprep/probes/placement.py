@@ -1,0 +1,73 @@
+"""Probe: files of the hub cache linked at paths of the code, made ("place") or checked.
+
+Stdlib only; runs on the node. Input: {"action": "place" | "check", "code": FOLDER,
+"items": [[at, target, size], ...]}: `at` (inside the code folder) must be a symlink to
+`target` (the file in this node's own hub cache), which must be a file of `size` bytes.
+Output: {"items": [[state, reason], ...]}, state "ok", "placed" or "failed".
+
+A link is made aside (named after this host and process) and renamed over the old one, so
+nodes that share the code folder may place the same link at once. A file or folder that is
+not such a link is never replaced: it is reported, for a person to move away.
+"""
+
+import json
+import os
+import socket
+import sys
+
+
+def aside(at):
+    head, tail = os.path.split(at)
+    host = socket.gethostname().split(".")[0]
+    return os.path.join(head, ".%s.%s-%d.clusterprep-partial" % (tail, host, os.getpid()))
+
+
+def link_to(at, target):
+    """Make `at` a link to `target`, replacing a link that leads elsewhere."""
+    os.makedirs(os.path.dirname(at), exist_ok=True)
+    spare = aside(at)
+    if os.path.lexists(spare):
+        os.unlink(spare)
+    os.symlink(target, spare)
+    os.replace(spare, at)
+
+
+def one(code, at, target, size, place):
+    try:
+        st = os.stat(target)
+    except OSError:
+        return "failed", "%s is not in this node's cache: run `clusterprep weights sync`" % target
+    if st.st_size != size:
+        return "failed", "%s has %d bytes, not %d: run `clusterprep weights sync`" % (
+            target, st.st_size, size)
+    if not os.path.islink(at):
+        if os.path.lexists(at):
+            return "failed", "%s is there and is not a link: move it away" % at
+        if not place:
+            return "failed", "not placed: run `clusterprep weights sync`"
+        if not os.path.isdir(code):
+            return "failed", "the code is not at %s yet: run `clusterprep up`" % code
+        link_to(at, target)
+        return "placed", None
+    found = os.readlink(at)
+    if found == target:
+        return "ok", None
+    if not place:
+        return "failed", "links to %s, not %s" % (found, target)
+    link_to(at, target)
+    return "placed", None
+
+
+def main():
+    request = json.loads(sys.stdin.read())
+    place = request["action"] == "place"
+    answers = []
+    for at, target, size in request["items"]:
+        try:
+            answers.append(list(one(request["code"], at, target, size, place)))
+        except OSError as e:
+            answers.append(["failed", "cannot link %s: %s" % (at, e)])
+    print(json.dumps({"items": answers}))
+
+
+main()
