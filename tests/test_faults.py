@@ -7,6 +7,7 @@ Faults are real (faultkit.py): a node's SSH sessions `kill -9`ed, every process 
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -154,3 +155,21 @@ def test_a_bad_option_value_is_refused_with_what_was_expected(cli, option, value
     result = cli("run", "-n", "localhost", option, value, "true")
     assert result.exit_code == 2
     assert f"argument {option}: {says}" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["ssh", "local"])
+def test_a_timed_out_command_leaves_nothing_running_not_even_what_left_its_session(
+        cluster4, cli, where):
+    """torchrun, for one, starts each worker in a session of its own."""
+    marker = f"clusterprep-test-escapee-{os.getpid()}-{where}"
+    nodes = cluster_args(cluster4) if where == "ssh" else ["-n", "localhost"]
+    result = cli("run", *nodes, "--timeout", "3",
+                 f"setsid bash -c 'exec -a {marker} sleep 300' & sleep 300")
+    assert result.exit_code == 1 and "command-timeout" in result.stderr
+    time.sleep(0.5)
+    if where == "ssh":
+        left = [n.name for n in cluster4.nodes if marker in n.run("ps -eo args").stdout]
+    else:
+        left = [line for line in os.popen("ps -eo pid,ppid,sid,args").read().splitlines()
+                if marker in line]
+    assert not left, f"still running: {left}"
