@@ -29,7 +29,6 @@ from clusterprep.fleet import CommandResult, Fleet
 from clusterprep.fleet.gather import fold
 from clusterprep.inventory import Node
 from clusterprep.smoke.cancel import acknowledge
-from clusterprep.smoke.conversation import run_on
 from clusterprep.smoke.model import CollectiveResult, Leftover, Problem, SizeResult
 from clusterprep.smoke.problems import unanswered
 
@@ -138,8 +137,8 @@ async def run_collective(fleet: Fleet, plan: CollectivePlan,
     script = resources.files("clusterprep.smoke").joinpath("worker.py").read_bytes()
     nodes = fleet.inventory.nodes
     logs = {node.name: RankEvents(listener) for node in nodes}
-    tasks = {node.name: asyncio.ensure_future(run_on(
-        fleet, node, plan.command(i, node.name, run), stdin=script,
+    tasks = {node.name: asyncio.ensure_future(fleet.run_on(
+        node, plan.command(i, node.name, run), stdin=script,
         on_output=logs[node.name].reader)) for i, node in enumerate(nodes)}
     failed: list[str] = []
     try:

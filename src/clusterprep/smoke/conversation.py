@@ -15,9 +15,8 @@ from typing import Any
 from clusterprep import probes
 from clusterprep.events import JsonLines
 from clusterprep.fleet import CommandResult, Fleet, NodeError
-from clusterprep.errors import ClusterprepError
-from clusterprep.fleet.fleet import PROBE_FAILED, UNEXPECTED
-from clusterprep.fleet.transport import COMMAND_TIMEOUT, NodeUnreachable
+from clusterprep.fleet.fleet import PROBE_FAILED
+from clusterprep.fleet.transport import COMMAND_TIMEOUT
 from clusterprep.inventory import Node
 
 
@@ -37,7 +36,7 @@ class Conversation:
         self.task.add_done_callback(lambda _: self._events.put_nowait(None))
 
     async def _run(self, fleet: Fleet) -> CommandResult:
-        return await run_on(fleet, self.node, probes.command(self.script),
+        return await fleet.run_on(self.node, probes.command(self.script),
                             stdin_stream=self._input(),
                             on_output=JsonLines(lambda _, e: self._events.put_nowait(e)))
 
@@ -77,21 +76,6 @@ class Conversation:
             return result.error
         tail = " | ".join(result.stderr.decode(errors="replace").strip().splitlines()[-3:])
         return NodeError(PROBE_FAILED, f"probe exited {result.exit_code}: {tail}")
-
-
-async def run_on(fleet: Fleet, node: Node, command: str, **options: Any) -> CommandResult:
-    """`command` on one node over the fleet's connection, with the input and output options of
-    `Transport.run` (a stream of input, for one). A node that cannot be reached, or a surprise,
-    stays that node's failure, as in `Fleet.run`."""
-    try:
-        return await (await fleet.transport(node)).run(command, **options)
-    except NodeUnreachable as e:
-        return CommandResult(node.name, None, error=e.error)
-    except (asyncio.CancelledError, KeyboardInterrupt, ClusterprepError):
-        raise
-    except Exception as e:  # noqa: BLE001 - one node's surprise must not end the others
-        error = NodeError(UNEXPECTED, f"{type(e).__name__}: {e}")
-        return CommandResult(node.name, None, error=error)
 
 
 def start_all(fleet: Fleet, nodes: Iterable[Node], probe: str) -> list[Conversation]:
