@@ -9,6 +9,9 @@ Every node is a real OpenSSH server (``sshd``) running in its own namespaces:
   folder has the same absolute path on every node;
 * its own **PID namespace** whose PID 1 is the ``sshd`` listener: killing it ends every
   process of that node, SSH sessions included;
+* its own ``/etc/hosts`` (``ROOT/nodes/NAME/hosts``, bind-mounted in its mount namespace), so
+  nodes resolve each other's names as on a real cluster; the cluster's names by default
+  (:meth:`SimCluster.hosts_text`), another text per node with :meth:`SimNode.set_hosts`;
 * its own loopback address (node *i*, 0-based: ``127.B.{i // 250}.{i % 250 + 1}``, where
   ``B`` is the cluster's address block, 1 for the first cluster, 2 for the next...), all on
   the same port (2200 by default).
@@ -302,6 +305,7 @@ class SimNode:
         self._proc: subprocess.Popen | None = None
         self._pid1: int | None = None
         self._launched_at = 0.0
+        self._hosts_mounted_in: int | None = None  # the PID 1 whose namespace has hosts_file
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -373,6 +377,7 @@ class SimNode:
         self._launch()
         try:
             _wait_listening([self], NODE_START_TIMEOUT)
+            self._mount_hosts()
         except BaseException:
             self.stop()
             raise
@@ -477,6 +482,39 @@ class SimNode:
         _run_all([_keygen(self.host_key, f"root@{self.name}")])
         if self.running:
             self.restart()
+
+    # -- names: the node's own /etc/hosts ----------------------------------------------
+
+    @property
+    def hosts_file(self) -> Path:
+        """Host-side file that the node sees as its ``/etc/hosts`` (the cluster's names
+        unless :meth:`set_hosts` gave it others)."""
+        return self.dir / "hosts"
+
+    def set_hosts(self, text: str) -> None:
+        """Give the node this ``/etc/hosts``, at once if it runs and at every later start.
+
+        The file is rewritten in place, so the node's bind mount of it sees the new text.
+        """
+        with open(self.hosts_file, "w") as f:
+            f.write(text)
+        if self.running:
+            self._mount_hosts()
+
+    def _mount_hosts(self) -> None:
+        _run_all(self._mount_hosts_argv())
+
+    def _mount_hosts_argv(self) -> list[list[str]]:
+        """The command that mounts the hosts file over the node's /etc/hosts, unless this
+        node's namespaces already have it (then none)."""
+        if not self.hosts_file.exists():
+            self.hosts_file.write_text(self.cluster.hosts_text())
+        pid = self.pid
+        if pid is None or self._hosts_mounted_in == pid:
+            return []
+        self._hosts_mounted_in = pid
+        return [[_tool("nsenter"), "-t", str(pid), "-m", "--",
+                 _tool("mount"), "--bind", str(self.hosts_file), "/etc/hosts"]]
 
     # -- inside the node ---------------------------------------------------------------
 
@@ -667,6 +705,7 @@ class SimCluster:
             for node in pending:
                 node._launch()
             _wait_listening(pending, NODE_START_TIMEOUT + 0.05 * len(pending))
+            _run_all(argv for node in pending for argv in node._mount_hosts_argv())
         except BaseException:
             self.stop()
             raise
@@ -691,6 +730,20 @@ class SimCluster:
     def running(self) -> list[SimNode]:
         """The nodes that run now."""
         return [node for node in self.nodes if node.running]
+
+    def hosts_text(self, overrides: dict[str, str | None] | None = None) -> str:
+        """The cluster's ``/etc/hosts``: localhost, then each node's address and name.
+
+        Args:
+            overrides: a node name -> another address for it, or None to leave it out.
+        """
+        overrides = overrides or {}
+        lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
+        for node in self.nodes:
+            address = overrides.get(node.name, node.address)
+            if address is not None:
+                lines.append(f"{address} {node.name}")
+        return "".join(line + "\n" for line in lines)
 
     def learn_host_keys(self) -> None:
         """Write every node's host key into known_hosts (from the key files, no network)."""

@@ -33,7 +33,6 @@ from clusterprep import probes, settings
 from clusterprep.errors import ClusterprepError
 from clusterprep.fleet import Fleet
 from clusterprep.fleet.gather import fold
-from clusterprep.fleet.transport import NodeUnreachable, Transport
 from clusterprep.inventory import Node
 from clusterprep.probes import _flock
 
@@ -171,17 +170,12 @@ class ClusterLock:
                 except ValueError:
                     answer.set_result({"error": "the lock probe answered garbage"})
 
-        try:
-            transport: Transport = await self.fleet.transport(node)
-        except NodeUnreachable:
-            answer.set_result({"unreachable": True})
-            return
-        result = await transport.run(
-            probes.command(source), on_output=on_output,
+        result = await self.fleet.run_on(
+            node, probes.command(source), on_output=on_output,
             stdin_stream=self._heartbeat(source.encode() + json.dumps(request).encode() + b"\n"))
         if answer.done():
             return
-        if result.error is not None:  # lost, hung, shell startup: the command will say so too
+        if result.error is not None:  # unreachable, lost, hung: the command will say so too
             answer.set_result({"unreachable": True})
         else:
             said = result.stderr.decode(errors="replace").strip()[-300:]

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from clusterprep import __version__
-from clusterprep.cli import check, common, nodes, recipe, run, up, wandb, weights
+from clusterprep.cli import check, common, nodes, recipe, run, smoke, up, wandb, weights
 from clusterprep.errors import ClusterprepError
 from clusterprep.render import console
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parser(commands, options)
     wandb.add_parser(commands, options)
     weights.add_parser(commands, options)
+    smoke.add_parser(commands, options)
     return parser
 
 

@@ -149,7 +149,8 @@ def open_fleet(args: argparse.Namespace, nodes: Inventory) -> Fleet:
     """The fleet over the nodes: through Slurm when the inventory says so, else SSH."""
     if nodes.slurm and args.ssh_config:
         raise UsageError("-F/--ssh-config has no use through Slurm (no SSH is involved)")
-    slurm = SlurmOptions(nodes.slurm_job, args.connect_timeout) if nodes.slurm else None
+    slurm = SlurmOptions(nodes.slurm_job, args.connect_timeout, args.hung_after) \
+        if nodes.slurm else None
     return Fleet(nodes, ssh_options(args), slurm)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,8 +158,9 @@ class Fleet:
         if self.launcher is not None:
             return await self._run_srun(command, targets, stdin, timeout, on_output)
         tasks = [
-            asyncio.ensure_future(self._run_one(
-                node, command, stdin(node) if callable(stdin) else stdin, timeout, on_output))
+            asyncio.ensure_future(self.run_on(
+                node, command, stdin=stdin(node) if callable(stdin) else stdin, timeout=timeout,
+                on_output=on_output))
             for node in targets
         ]
         interrupted = False
@@ -194,19 +195,23 @@ class Fleet:
         self.interrupted = self.interrupted or interrupted
         return FleetResult(results, interrupted)
 
-    async def _run_one(
+    async def run_on(
         self,
         node: Node,
         command: str,
-        stdin: bytes | None,
-        timeout: float | None,
-        on_output: OutputCallback | None,
+        *,
+        stdin: bytes | None = None,
+        stdin_stream: AsyncIterator[bytes] | None = None,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
     ) -> CommandResult:
+        """`command` on one node, over its connection: `Transport.run`'s options (a stream of
+        input, for a conversation), and any failure kept as the node's NodeError, as in `run`."""
         started = time.monotonic()
         try:
             transport = await self.transport(node)
-            result = await transport.run(command, stdin=stdin, timeout=timeout,
-                                         on_output=on_output)
+            result = await transport.run(command, stdin=stdin, stdin_stream=stdin_stream,
+                                         timeout=timeout, on_output=on_output)
         except NodeUnreachable as e:
             result = CommandResult(node.name, None, error=e.error)
         except (asyncio.CancelledError, KeyboardInterrupt, ClusterprepError):

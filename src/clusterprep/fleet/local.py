@@ -5,10 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import signal
 from collections.abc import AsyncIterator
 
-from clusterprep.fleet.transport import CommandResult, OutputCallback, Transport, collect, feed
+from clusterprep.fleet.transport import (
+    CommandResult,
+    OutputCallback,
+    Transport,
+    collect,
+    feed,
+    kill_tree_command,
+)
 
 
 def login_shell() -> str:
@@ -57,10 +63,11 @@ class LocalTransport(Transport):
             feeding = None
 
         async def kill() -> None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            killer = await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", kill_tree_command(process.pid),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL)
+            await killer.wait()
 
         assert process.stdout is not None and process.stderr is not None
         result = await collect(

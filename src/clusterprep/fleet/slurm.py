@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import re
 import shlex
@@ -37,9 +38,11 @@ from clusterprep import probes
 from clusterprep.fleet import slurmctl
 from clusterprep.fleet.gather import fold
 from clusterprep.fleet.slurmctl import NodeState
+from clusterprep.fleet.ssh import HUNG_AFTER, KEEPALIVES_UNANSWERED
 from clusterprep.fleet.transport import (
     COMMAND_TIMEOUT,
     DISCONNECTED,
+    HUNG,
     INTERRUPTED,
     UNREACHABLE,
     CommandResult,
@@ -53,6 +56,7 @@ from clusterprep.fleet.transport import (
 from clusterprep.inventory import Node
 
 CANCEL_WAIT = 15.0  # seconds for srun to end after its step was cancelled, before it is killed
+HUNG_CANCEL_WAIT = 2.0  # the same once the step's only tasks left are on hung nodes
 _SSHD_PATH = "/usr/local/bin:/usr/bin:/bin"
 _LAUNCH_FAILED = re.compile(r"Task launch for StepId=\S+ failed on node (\S+): (.*)")
 
@@ -63,6 +67,7 @@ class SlurmOptions:
 
     job: str | None = None
     allocate_wait: float = 10.0  # seconds salloc may wait for free nodes
+    hung_after: float = HUNG_AFTER  # seconds a started task may send nothing before it is cut
 
 
 class SlurmLauncher:
@@ -175,6 +180,8 @@ class _Task:
     exit_code: int | None = None
     began: bool = True  # False: the shell exited before the command (its startup files)
     seconds: float = 0.0
+    heard: float = 0.0  # when its last frame came
+    hung: bool = False  # its node went silent: cut out, the others waited for
 
 
 class _Step:
@@ -228,8 +235,10 @@ class _Step:
             body = common + b"".join(p[len(common):] for p in parts)
         else:
             layout = "-"
+        beat = self.launcher.options.hung_after / (KEEPALIVES_UNANSWERED + 1)
         line = b" ".join([base64.b64encode(self.command.encode()),
-                          base64.b64encode("\n".join(names).encode()), layout.encode()])
+                          base64.b64encode("\n".join(names).encode()), layout.encode(),
+                          b"%g" % beat])
         return _agent() + line + b"\n", body
 
     async def run(self, stdin: dict[str, bytes] | bytes | None,
@@ -243,18 +252,41 @@ class _Step:
         feeding = asyncio.ensure_future(self._feed(process.stdin, head, body, stdin_stream))
         reading = asyncio.ensure_future(asyncio.gather(
             self._frames(process.stdout), self._errors(process.stderr), process.wait()))
+        # Cancelled (the step was cut short), gather ends with a CancelledError as its
+        # exception: retrieved here, so that it is not reported as never retrieved.
+        reading.add_done_callback(lambda done: done.cancelled() or done.exception())
+        settled = asyncio.ensure_future(self._settled(reading))
         try:
-            await asyncio.wait_for(asyncio.shield(reading), timeout)
-        except asyncio.TimeoutError:
-            self.ended = NodeError(COMMAND_TIMEOUT,
-                                   f"command still running after {timeout:g} s; step cancelled")
-            await self._cancel(process, reading)
+            done, _ = await asyncio.wait({reading, settled}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                self.ended = NodeError(COMMAND_TIMEOUT, f"command still running after "
+                                                        f"{timeout:g} s; step cancelled")
+                await self._cancel(process, reading)
+            elif reading not in done:  # only the cut-out nodes' tasks are left
+                await self._cancel(process, reading, wait=HUNG_CANCEL_WAIT)
         except asyncio.CancelledError:
             self.ended = NodeError(INTERRUPTED, "interrupted before the command finished")
             await self._cancel(process, reading)
             raise
         finally:
             feeding.cancel()
+            settled.cancel()
+
+    async def _settled(self, reading: asyncio.Future[object]) -> None:
+        """Returns once every task has ended or been cut out: a task whose node sent nothing,
+        not even its heartbeat, for `hung_after` seconds is hung, and not waited for."""
+        hung_after = self.launcher.options.hung_after
+        while not reading.done():
+            await asyncio.sleep(hung_after / (KEEPALIVES_UNANSWERED + 1))
+            now = time.monotonic()
+            for task in self.tasks.values():
+                if task.started and task.exit_code is None and now - task.heard > hung_after:
+                    task.hung = True
+            if any(task.hung for task in self.tasks.values()) and all(
+                    task.hung or task.exit_code is not None for task in self.tasks.values()):
+                return
+        await asyncio.Event().wait()  # the step ended by itself: `reading` says so first
 
     async def _feed(self, writer: asyncio.StreamWriter, head: bytes, body: bytes,
                     stream: AsyncIterator[bytes] | None) -> None:
@@ -282,6 +314,7 @@ class _Step:
                 continue  # a frame cut short (its task was killed while writing it)
 
     def _frame(self, task: _Task, node: str, kind: bytes, payload: bytes) -> None:
+        task.heard = time.monotonic()
         if kind in (b"O", b"E"):
             data = base64.b64decode(payload, validate=True)
             (task.stdout if kind == b"O" else task.stderr).extend(data)
@@ -302,8 +335,9 @@ class _Step:
             self.srun_stderr = await reader.read()
 
     async def _cancel(self, process: asyncio.subprocess.Process,
-                      reading: asyncio.Future[object]) -> None:
-        """Kill the step on every node (`scancel`), then let srun deliver what it still has."""
+                      reading: asyncio.Future[object], wait: float = CANCEL_WAIT) -> None:
+        """Kill the step on every node (`scancel`), then let srun deliver what it still has
+        for up to `wait` seconds (a frozen node's task never ends: srun is killed then)."""
         step = self.step_id
         if step is None:
             job = self.launcher.job or ""
@@ -311,11 +345,13 @@ class _Step:
         if step is not None:
             await asyncio.to_thread(slurmctl.cancel_step, step)
         try:
-            await asyncio.wait_for(asyncio.shield(reading), CANCEL_WAIT)
+            await asyncio.wait_for(asyncio.shield(reading), wait)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             if process.returncode is None:
                 process.kill()
             reading.cancel()
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(process.wait(), 5)  # reaped before the loop closes
 
     def result(self, node: Node) -> CommandResult:
         task = self.tasks[node.host]
@@ -346,6 +382,11 @@ class _Step:
                 and not self.tasks[node.host].started)
 
     def _why_unfinished(self, node: Node, task: _Task) -> NodeError:
+        if task.hung:
+            return NodeError(HUNG, f"{node.host} stopped answering: no output and no heartbeat "
+                                   f"from its task for {self.launcher.options.hung_after:g} s; "
+                                   "cut out (is the node frozen, overloaded or cut off? "
+                                   "--hung-after sets how long to wait)")
         failures = self.launch_failures()
         if node.host in failures:
             return self.launch_error(node.host)

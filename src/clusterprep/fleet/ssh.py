@@ -36,6 +36,7 @@ from clusterprep.fleet.transport import (
     Transport,
     collect,
     feed,
+    kill_tree_command,
     startup_failure,
 )
 from clusterprep.inventory import Node
@@ -499,11 +500,10 @@ class SshTransport(Transport):
 
         async def kill() -> None:
             # Closing an SSH channel without a pty kills nothing on the node: end the
-            # command's whole session there (sshd starts each command as a session leader).
+            # command's whole session there (sshd starts each command as a session leader),
+            # and what it started in sessions of their own.
             if stderr.session is not None and self._connection is not None:
-                await self._connection.run(
-                    f"pkill -KILL -s {stderr.session} || kill -KILL -- -{stderr.session}",
-                    check=False)
+                await self._connection.run(kill_tree_command(stderr.session), check=False)
             process.close()
 
         result = await collect(

@@ -2,9 +2,10 @@
 
 Not a probe: it prints frames, not one JSON object. `srun --input=all` gives every task of the
 step the same stdin: this script, then one header line, then the stdin bytes. The header is
-`COMMAND NAMES LAYOUT`: the command and the step's node names (newline-separated) in base64,
-and how the stdin is laid out: `-` (none), `stream` (all of it is this node's), or
-`COMMON,PART0,PART1,...`: a part every node takes, then each node's own, in the names' order.
+`COMMAND NAMES LAYOUT BEAT`: the command and the step's node names (newline-separated) in
+base64, how the stdin is laid out: `-` (none), `stream` (all of it is this node's), or
+`COMMON,PART0,PART1,...`: a part every node takes, then each node's own, in the names' order;
+and BEAT, the seconds of silence after which the task says it is alive.
 
 Output goes back as lines that stay whole through srun: slurmstepd forwards a task's output in
 messages of whole lines up to 1024 bytes, and srun writes each message at once, so a line
@@ -14,6 +15,8 @@ shorter than that is never cut or mixed with another task's. Each line is
     S JOB.STEP      the command starts now (the head cancels the step by this id)
     O base64        bytes the command wrote to stdout
     E base64        bytes it wrote to stderr
+    H -             the command has been silent for BEAT seconds, and this node is alive (the
+                    head cuts out a node it hears nothing from, as over SSH without keepalives)
     X N B           it ended: its exit status (or minus the signal that killed it), and
                     B is 1 when the command began, 0 when the shell exited first (an `exit`
                     in ~/.bashrc, say)
@@ -128,7 +131,7 @@ def write_all(fd, data):
 
 def main():
     source = sys.stdin.buffer
-    command, names, layout = source.readline().split()
+    command, names, layout, beat = source.readline().split()
     names = binascii.a2b_base64(names).decode().split("\n")
     layout = layout.decode()
     node = os.environ.get("SLURMD_NODENAME", "")
@@ -163,8 +166,12 @@ def main():
     kinds = {out: b"O", err: b"E"}
     for fd in kinds:
         poller.register(fd, select.POLLIN)
+    beat_ms = int(float(beat) * 1000)
     while kinds:
-        for fd, _ in poller.poll():
+        ready = poller.poll(beat_ms)
+        if not ready:
+            frames.send(b"H", b"-")
+        for fd, _ in ready:
             chunk = os.read(fd, 65536)
             if chunk:
                 frames.data(kinds[fd], chunk)

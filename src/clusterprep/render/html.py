@@ -25,14 +25,21 @@ th { background: #f4f4f4; text-align: left; } .ok { color: #176c2c; } .fail { co
 
 def check_page(report: CheckReport, title: str = "clusterprep check") -> str:
     """The whole report as one HTML document (a string)."""
+    verdict = ("ready: every check passes and no critical drift" if report.ok else
+               "not ready: see the failures and findings below")
+    return page(title, f"{len(report.nodes)} nodes", report.ok, verdict,
+                [_matrix(report), _findings(report)])
+
+
+def page(title: str, subtitle: str, ok: bool, verdict: str, sections: list[str]) -> str:
+    """A self-contained page in the house style: title, subtitle and date, verdict, then the
+    `sections` (HTML) in order. Shared by every command's HTML report."""
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    verdict = ("<span class='verdict good'>ready: every check passes and no critical drift"
-               "</span>" if report.ok else
-               "<span class='verdict bad'>not ready: see the failures and findings below</span>")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
              f"<style>{_STYLE}</style></head><body>",
-             f"<h1>{escape(title)}</h1><p>{len(report.nodes)} nodes, {escape(when)}</p>",
-             f"<p>{verdict}</p>", _matrix(report), _findings(report), "</body></html>"]
+             f"<h1>{escape(title)}</h1><p>{escape(subtitle)}, {escape(when)}</p>",
+             f"<p><span class='verdict {'good' if ok else 'bad'}'>{escape(verdict)}</span></p>",
+             *sections, "</body></html>"]
     return "\n".join(parts)
 
 

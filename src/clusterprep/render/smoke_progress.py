@@ -1,0 +1,40 @@
+"""`clusterprep smoke`'s progress on stderr: a line as each phase starts and ends, and the
+collective's milestones, as they happen (without rich: they print before any table)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from clusterprep.smoke.model import PhaseResult
+from clusterprep.smoke.runner import SmokeListener
+
+
+def counted(n: int, word: str, plural: str = "") -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+class ProgressLines(SmokeListener):
+    """One line on stderr per phase, and the collective's milestones, as they happen."""
+
+    def __init__(self) -> None:
+        self.joined = 0
+
+    def phase_started(self, name: str) -> None:
+        print(f"smoke: {name} ...", file=sys.stderr, flush=True)
+
+    def phase_finished(self, result: PhaseResult) -> None:
+        state = "interrupted" if result.interrupted else "ok" if result.ok else (
+            f"FAILED ({counted(len(result.problems), 'problem')})")
+        print(f"smoke: {result.name} {state} ({result.seconds:.1f} s)", file=sys.stderr,
+              flush=True)
+
+    def rank_event(self, node: str, event: dict[str, Any]) -> None:
+        if event.get("event") == "joined":
+            self.joined += 1
+            if self.joined == event.get("world"):
+                print(f"smoke: collective: all {self.joined} ranks joined "
+                      f"(torch {event.get('torch')})", file=sys.stderr, flush=True)
+        elif event.get("event") == "size":
+            print(f"smoke: collective: {event['bytes']} bytes, busbw {event['busbw']:.3f} GB/s, "
+                  f"#wrong {event['wrong']}", file=sys.stderr, flush=True)
