@@ -55,12 +55,28 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
         "sync", parents=[options, weights_options, common.lock_options()],
         help="make every node's Hugging Face cache hold the staged repos",
         description="Send each node only what its cache lacks, through a pipelined chain of "
-                    "nodes (a star from here when nodes cannot reach each other). Files get "
-                    "their final name only once their sha256 is right.")
+                    "nodes. The first node reads the staging cache itself when it sees it "
+                    "(the same folder: proved by a token), else this machine sends the bytes. "
+                    "A node that fails, cannot be reached or says nothing for --hung-after "
+                    "seconds is cut out and the chain re-forms around it; one that holds its "
+                    "chain back reads the staging alone. Files get their final name only once "
+                    "their sha256 is right. A file already on a node is trusted when it is "
+                    "unchanged since clusterprep wrote and hashed it (size, mtime, ctime, "
+                    "inode), else hashed.")
     sync_parser.add_argument("--star", action="store_true",
-                             help="send to every node from here, not through the chain")
+                             help="no chain: every node reads the staging itself (or gets the "
+                                  "bytes from here)")
+    sync_parser.add_argument("--chains", type=common.positive_int, default=1, metavar="N",
+                             help="split the nodes into N chains, each reading the staging "
+                                  "(default 1)")
+    sync_parser.add_argument("--from-head", action="store_true",
+                             help="send the bytes from here even when the nodes see the "
+                                  "staging folder (when the shared filesystem is the slow part)")
+    sync_parser.add_argument("--full", action="store_true",
+                             help="hash every file already on the nodes, stamped or not (finds "
+                                  "what a failing disk changed)")
     sync_parser.add_argument("--bwlimit", type=common.positive_float, metavar="MB/S",
-                             help="most megabytes per second sent from here")
+                             help="most megabytes per second each chain reads from the staging")
     sync_parser.set_defaults(handler=cmd_weights_sync)
     verify = actions.add_parser(
         "verify", parents=[options, weights_options],
@@ -134,8 +150,9 @@ def cmd_weights_sync(args: argparse.Namespace) -> int:
     return common.over_fleet(
         args, inventory,
         lambda fleet: _with_bytes_progress(args, lambda progress: placement.after(sync(
-            fleet, manifest, listener=progress, chain=not args.star, bwlimit=bwlimit,
-            timeout=args.timeout), fleet, spec.code, wanted, place=True, timeout=args.timeout)),
+            fleet, manifest, listener=progress, chains=args.chains, star=args.star,
+            from_head=args.from_head, full=args.full, bwlimit=bwlimit, timeout=args.timeout),
+            fleet, spec.code, wanted, place=True, timeout=args.timeout)),
         common.shown(args, placement_render.document_with(weights_render.sync_document),
                      placement_render.table_with(weights_render.sync_summary)),
         locked=True)

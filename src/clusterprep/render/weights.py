@@ -9,9 +9,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn,
                            TransferSpeedColumn)
+from rich.markup import escape
 from rich.table import Table
 
 from clusterprep.fleet.gather import fold
+from clusterprep.weights.receiver import NodeSync
 from clusterprep.weights.sync import SyncReport
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.spec import RepoRef
@@ -107,41 +109,77 @@ def sync_summary(report: SyncReport) -> None:
     for column in ("node", "cache", "status", "files written", "bytes"):
         table.add_column(column)
     for n in report.nodes:
-        if n.error is not None:
-            status = f"[red]{n.error.kind}[/]: {n.error.message}"
-        elif n.failed:
-            status = "[red]failed[/]: " + "; ".join(f"{p} ({why})" for p, why in n.failed)
-        elif n.files_needed == 0:
-            status = "[green]up to date[/]"
-        else:
-            status = "[green]synced[/]"
-        table.add_row(n.node, n.cache or "-", status, str(n.files_written),
+        table.add_row(n.node, n.cache or "-", _sync_status(n), str(n.files_written),
                       _size(n.bytes_received) if n.bytes_received else "-")
     out.print(table)
     if report.mode is None:
         out.print("nothing to send: every reachable node holds the staged files")
     else:
-        rate = report.stream_bytes / report.seconds if report.seconds else 0
-        out.print(f"sent {_size(report.stream_bytes)} as a {report.mode} in "
-                  f"{report.seconds:.1f} s ({_size(int(rate))}/s)")
-    if report.fallback_reason:
-        _err.print(f"[yellow]warning:[/] fell back to a star: {report.fallback_reason}",
-                   soft_wrap=True)
-    failed = [n.node for n in report.nodes if not n.ok]
+        out.print(_sent_line(report), soft_wrap=True)
+    for link in report.broken_links:
+        _err.print(f"[yellow]warning:[/] the chain split where a node could not pass the "
+                   f"stream on: {escape(link)}", soft_wrap=True)
+    for change in report.reforms:
+        _err.print(f"[yellow]re-formed:[/] {escape(change)}", soft_wrap=True)
+    failed = [n for n in report.nodes if not n.ok]
     if failed:
-        _err.print(f"[red]{len(failed)} of {len(report.nodes)} nodes failed:[/] {fold(failed)}; "
-                   "run `clusterprep weights sync` again to finish", soft_wrap=True)
+        full = [n.node for n in failed if n.disk_full]
+        hint = ("make room in the caches of " + fold(full) + ", then " if full else "") + \
+            "run `clusterprep weights sync` again to finish"
+        _err.print(f"[red]{len(failed)} of {len(report.nodes)} nodes failed:[/] "
+                   f"{fold([n.node for n in failed])}; {hint}", soft_wrap=True)
+
+
+def _sync_status(n: NodeSync) -> str:
+    if n.error is not None:
+        return f"[red]{n.error.kind}[/]: {escape(n.error.message)}"
+    if n.failed:
+        lines = [f"{f.path}: {_size(f.unwritten)} not written into {f.where}: {f.reason}"
+                 if f.where else f"{f.path}: {f.reason}" for f in n.failed]
+        if n.disk_full and n.free_at_start is not None:
+            lines.append(f"disk full: {n.cache} had {_size(n.free_at_start)} free when the "
+                         "sync began")
+        return "[red]failed[/]: " + escape("\n".join(lines))
+    if n.files_needed == 0:
+        return "[green]up to date[/]"
+    return "[green]synced[/]"
+
+
+def _sent_line(report: SyncReport) -> str:
+    firsts = [chain[0] for chain in report.chains]
+    readers = [node for node in firsts if node in report.staging_readers]
+    source = "read from the staging by " + fold(readers) if readers else "sent from here"
+    if report.mode == "chain":
+        chain = report.chains[0]
+        shape = (", passed down one chain (" + " -> ".join(chain) + ")" if len(chain) <= 8
+                 else f", passed down one chain of {len(chain)} nodes")
+    elif report.mode == "chains":
+        shape = f", passed down {len(report.chains)} chains led by {fold(firsts)}"
+    else:
+        shape = ", to each node alone (a star)" if len(firsts) > 1 else ""
+    amount = _size(report.source_bytes)
+    if report.source_bytes < report.planned_bytes:
+        amount += f" of the {_size(report.planned_bytes)} planned"
+    rate = report.source_bytes / report.seconds if report.seconds else 0
+    return (f"{amount} {source}{shape}, in {report.seconds:.1f} s ({_size(int(rate))}/s)")
 
 
 def sync_document(report: SyncReport) -> dict[str, Any]:
     return {
         "ok": report.ok, "interrupted": report.interrupted, "mode": report.mode,
-        "fallback_reason": report.fallback_reason, "stream_bytes": report.stream_bytes,
+        "chains": report.chains, "staging_readers": report.staging_readers,
+        "reforms": report.reforms, "broken_links": report.broken_links,
+        "planned_bytes": report.planned_bytes, "sent_bytes": report.source_bytes,
         "seconds": round(report.seconds, 3), "staged_files": len(report.manifest.files),
         "staged_bytes": report.manifest.total_bytes,
         "nodes": [{"node": n.node, "cache": n.cache, "ok": n.ok, "files_needed": n.files_needed,
                    "files_written": n.files_written, "bytes_received": n.bytes_received,
-                   "failed": [{"path": p, "reason": why} for p, why in n.failed],
+                   "failed": [{"path": f.path, "reason": f.reason,
+                               "unwritten_bytes": f.unwritten, "where": f.where}
+                              for f in n.failed],
+                   "disk_full": n.disk_full, "free_bytes_at_start": n.free_at_start,
+                   "blocked_seconds": n.blocked,
+                   "seconds": round(n.seconds, 3) if n.seconds is not None else None,
                    "error": n.error.as_dict() if n.error else None}
                   for n in report.nodes],
     }

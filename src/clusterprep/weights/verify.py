@@ -2,7 +2,8 @@
 
 Per node and repo: complete, missing files (named), corrupt files (named, with why), and
 revisions the node holds that were not staged. Sizes are compared by default, with a file
-hashed when it changed since clusterprep wrote it; `full` hashes every file.
+hashed unless its stat still matches the stamp clusterprep took when it wrote and hashed it
+(size, mtime, ctime, inode: any write since changes the ctime); `full` hashes every file.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class NodeCache:
     cache: str | None = None
     cache_source: str | None = None
     repos: list[RepoState] = field(default_factory=list)
+    sees_staging: bool = False      # it read back the token the head wrote into the staging
     error: NodeError | None = None
 
     @property
@@ -69,21 +71,23 @@ async def check_caches(
     nodes: list[Node] | None = None,
     timeout: float | None = None,
     hashing: NodeBytesListener | None = None,
+    staging_token: tuple[str, str] | None = None,
 ) -> tuple[list[NodeCache], dict[str, list[str]], bool]:
     """Probe every node's cache against the manifest.
 
     `for_sync` also hashes files clusterprep has no stamp for (a cache filled by hand), so
     that only what differs is sent, and records stamps for the files found right. `hashing`
-    hears how many bytes each node has hashed so far.
+    hears how many bytes each node has hashed so far. `staging_token` (path, value): each node
+    says whether it reads that value there.
     Returns the per-node states, the raw bad paths per node, and whether interrupted.
     """
     payload = {
-        "action": "check",
         "entries": [e.as_list() for e in manifest.entries],
         "repos": list(manifest.folders),
         "full": full,
         "hash_unstamped": for_sync,
         "record_stamps": for_sync,
+        "staging_token": list(staging_token) if staging_token else None,
     }
     results, interrupted = await fleet.probe(
         "hfcache", payload, nodes=nodes, timeout=timeout,
@@ -128,7 +132,8 @@ def _node_cache(node: str, data: dict[str, Any], manifest: Manifest) -> NodeCach
         repos[folder].corrupt.append((inside, reason))
     for folder, revisions in data["extra_revisions"].items():
         repos[folder].extra_revisions.extend(revisions)
-    return NodeCache(node, data["cache"], data["cache_source"], list(repos.values()))
+    return NodeCache(node, data["cache"], data["cache_source"], list(repos.values()),
+                     bool(data.get("sees_staging")))
 
 
 async def verify(fleet: Fleet, manifest: Manifest, *, full: bool = False,

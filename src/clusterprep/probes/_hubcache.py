@@ -1,0 +1,75 @@
+"""Probe part: a node's Hugging Face cache, clusterprep's stamps of the files it wrote there,
+and the JSON lines a probe prints. Inlined by probes.load; stdlib only, like the probes.
+
+A stamp is `[size, mtime_ns, ctime_ns, inode, sha256]`, taken right after clusterprep wrote a
+file and checked its hash. Any later write to the file, even one that restores its size and
+mtime, changes its ctime (which only the kernel sets), so a file whose stat still matches its
+stamp holds the bytes that were hashed; corruption below the filesystem (a failing disk) is
+the one thing only a full hash (`--full`) finds.
+"""
+
+import json
+import os
+import sys
+
+def emit(obj):
+    """Print one JSON line; False when the head is gone. Threads may share it: the binary
+    stdout's own lock keeps each line whole."""
+    try:
+        sys.stdout.buffer.write(json.dumps(obj).encode() + b"\n")
+        sys.stdout.buffer.flush()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def hub_cache():
+    """The cache huggingface_hub resolves on this node, and which setting decided it."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return os.path.abspath(os.path.expanduser(os.environ[name])), name
+    if os.environ.get("HF_HOME"):
+        home = os.path.abspath(os.path.expanduser(os.environ["HF_HOME"]))
+        return os.path.join(home, "hub"), "HF_HOME"
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.path.abspath(xdg), "huggingface", "hub"), "default"
+
+
+def stamps_path():
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(xdg, "clusterprep", "weights-stamps.json")
+
+
+def load_stamps(cache):
+    try:
+        with open(stamps_path()) as f:
+            return json.load(f).get(cache, {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def save_stamps(cache, stamps):
+    """Record stamps; a full disk only costs a hash next time, so failing here is quiet."""
+    path = stamps_path()
+    try:
+        with open(path) as f:
+            everything = json.load(f)
+    except (OSError, ValueError):
+        everything = {}
+    everything[cache] = stamps
+    aside = path + ".%d" % os.getpid()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(aside, "w") as f:
+            json.dump(everything, f)
+        os.replace(aside, path)
+    except OSError:
+        try:
+            os.unlink(aside)
+        except OSError:
+            pass
+
+
+def stamp_of(st, sha):
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sha]
+
