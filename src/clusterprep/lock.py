@@ -153,9 +153,10 @@ class ClusterLock:
         return holders
 
     async def _hold(self, node: Node, answer: asyncio.Future[dict[str, Any]]) -> None:
-        """Run the lock probe on `node` until released; `answer` gets its first line."""
-        request = {"shared": self.shared_path if node.head else None, "node": True,
-                   "owner": asdict(self.owner), "stale_after": settings.lock_stale_after()}
+        """Run the lock probe on `node` until released; `answer` gets what it said first."""
+        shared = self.shared_path if node.head and self.shared_path else "-"
+        request = f"{shared}\nnode\n{settings.lock_stale_after():g}\n" \
+                  f"{json.dumps(asdict(self.owner))}\n"
         source = probes.load("lock")
         buffer = b""
 
@@ -164,15 +165,19 @@ class ClusterLock:
             if stream != "stdout" or answer.done():
                 return
             buffer += chunk
-            if b"\n" in buffer:
-                try:
-                    answer.set_result(json.loads(buffer.split(b"\n", 1)[0]))
-                except ValueError:
-                    answer.set_result({"error": "the lock probe answered garbage"})
+            lines = buffer.decode(errors="replace").split("\n")
+            if len(lines) > 1 and lines[0] == "acquired":
+                answer.set_result({"acquired": True})
+            elif len(lines) > 1 and lines[0].startswith("error "):
+                answer.set_result({"error": lines[0][len("error "):]})
+            elif "end" in lines:
+                held = [line[5:].partition("\t") for line in lines[:lines.index("end")]]
+                answer.set_result({"held": [{"path": path, "owner": _parse(owner)}
+                                            for path, _, owner in held]})
 
         result = await self.fleet.run_on(
             node, probes.command(source), on_output=on_output,
-            stdin_stream=self._heartbeat(source.encode() + json.dumps(request).encode() + b"\n"))
+            stdin_stream=self._heartbeat(source.encode() + request.encode()))
         if answer.done():
             return
         if result.error is not None:  # unreachable, lost, hung: the command will say so too
@@ -199,6 +204,13 @@ class ClusterLock:
         self._holds = []
 
 
+def _parse(owner: str) -> object:
+    try:
+        return json.loads(owner)
+    except ValueError:
+        return None
+
+
 def _describe(owner: object) -> str:
     """Who holds a lock, from what its file says."""
     if isinstance(owner, dict) and set(owner) == set(Owner.__dataclass_fields__):
@@ -211,10 +223,11 @@ def local_lock(path: Path, wait: float = 0.0) -> Iterator[None]:
     """Hold a lock file on this machine (the head's staging cache, say) within `with`."""
     owner = Owner.this_process()
     started = time.monotonic()
-    while (fd := _flock.take(str(path), asdict(owner))) is None:
+    while (fd := _flock.take(str(path), json.dumps(asdict(owner)))) is None:
         waited = time.monotonic() - started
         if waited >= wait:
-            raise LockHeld({_describe(_flock.holder(str(path))): [str(path)]}, round(waited))
+            raise LockHeld({_describe(_parse(_flock.holder(str(path)))): [str(path)]},
+                           round(waited))
         time.sleep(min(wait - waited, random.uniform(0.5, 1.5)))
     try:
         yield

@@ -1,38 +1,37 @@
 """Probe: hold this node's clusterprep locks for as long as the invocation that asked lives.
 
-Input: one JSON line {"shared": PATH | null, "node": bool, "owner": {...}, "stale_after": S}.
-`node` asks for this node's own lock (`$XDG_CACHE_HOME/clusterprep/lock-HOSTNAME`, ~/.cache
-when unset: named by host so that nodes sharing a home folder still lock apart); `shared` for a
-lock file in the shared folder (`{shared}/.clusterprep/lock`), where that folder exists. Either
-every lock is taken, or none is.
+Input: four lines on stdin: the shared folder's lock file (or `-`), `node` (or `-`) to ask for
+this node's own lock (`$XDG_CACHE_HOME/clusterprep/lock-HOSTNAME`, ~/.cache when unset: named
+by host so that nodes sharing a home folder still lock apart), the seconds `stale_after`, and
+the owner (one line of JSON, written as it is into each lock file). The shared folder's lock is
+taken where that folder exists. Either every lock is taken, or none is. Not JSON in and out,
+unlike other probes: json's import would be most of this probe's cost, on every node.
 
-Prints one JSON line: {"acquired": [paths]}, or {"held": [{"path", "owner"}, ...]} when
-another clusterprep holds any, or {"error": why}. Once acquired, it holds the locks while the head keeps
-writing to stdin (a heartbeat, one line every few seconds) and frees them when the head writes
-`release`. When the head vanishes instead (stdin ends without `release`: it died and its
-connection closed; or `stale_after` seconds of silence: it froze or was cut off), the commands
-it had started on this node over the same connection are ended too (killing their sessions),
-so that no orphan of a dead run races the next one; then the probe exits and the kernel frees
-the locks. Stdlib only.
+Prints `acquired`; or a line `held PATH<TAB>OWNER` per lock another clusterprep holds, then
+`end`; or `error WHY`. Once acquired, it holds the locks while the head keeps writing to stdin
+(a heartbeat, one line every few seconds) and frees them when the head writes `release`. When
+the head vanishes instead (stdin ends without `release`: it died and its connection closed; or
+`stale_after` seconds of silence: it froze or was cut off), the commands it had started on this
+node over the same connection are ended too (killing their sessions), so that no orphan of a
+dead run races the next one; then the probe exits and the kernel frees the locks. Stdlib only.
 """
 
-import json
 import os
 import select
-import signal
-import socket
 import sys
 
 from _flock import holder, take  # inlined by probes.load
 
+SIGKILL = 9  # not `import signal`: it loads enum, a cost on every node
+
 
 def node_lock_path():
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "clusterprep", "lock-" + socket.gethostname())
+    return os.path.join(cache, "clusterprep", "lock-" + os.uname().nodename)
 
 
-def say(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
+def say(line):
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
 
@@ -83,7 +82,7 @@ def end_sessions_of(connection):
         fields = stat_fields(pid)
         if fields is not None and fields[2] in sessions:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, SIGKILL)
             except OSError:
                 pass
 
@@ -119,29 +118,28 @@ def hold(stale_after):
 
 
 def main():
-    request = json.loads(sys.stdin.buffer.readline())
-    shared = request.get("shared")
+    read = sys.stdin.buffer.readline
+    shared, node, stale_after, owner = (read().decode().strip() for _ in range(4))
     # A shared folder that does not exist yet is the shared step's to make (and report), and
     # there is nothing in it to protect: it is not made here for its lock.
-    paths = ([shared] if shared and os.path.isdir(os.path.dirname(os.path.dirname(shared)))
-             else []) + ([node_lock_path()] if request.get("node") else [])
+    paths = ([shared] if shared != "-" and os.path.isdir(os.path.dirname(os.path.dirname(shared)))
+             else []) + ([node_lock_path()] if node == "node" else [])
     taken, held = [], []
     try:
         for path in paths:
-            fd = take(path, request["owner"])
+            fd = take(path, owner)
             if fd is None:
-                held.append({"path": path, "owner": holder(path)})
+                held.append("held %s\t%s" % (path, holder(path)))
             else:
                 taken.append(fd)
     except OSError as e:
-        say({"error": "cannot lock %s: %s" % (getattr(e, "filename", None) or path,
-                                              e.strerror or e)})
+        say("error cannot lock %s: %s" % (getattr(e, "filename", None) or path, e.strerror or e))
         return
     if held:
-        say({"held": held})
+        say("\n".join(held + ["end"]))
         return  # exiting frees what was taken: all or nothing
-    say({"acquired": paths})
-    hold(request["stale_after"])  # exiting frees every lock
+    say("acquired")
+    hold(float(stale_after))  # exiting frees every lock
 
 
 main()

@@ -21,7 +21,6 @@ from typing import Any
 
 from clusterprep.errors import ClusterprepError
 from clusterprep.weights.record import aside_path, committed
-from clusterprep.weights.record import resolve_revision as resolve_revision
 from clusterprep.weights.spec import RepoRef
 
 HASH_CACHE = ".clusterprep-manifest.json"

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterprep import probes
-from clusterprep.fleet import NodeError
-from clusterprep.fleet.fleet import PROBE_FAILED, UNEXPECTED
-from clusterprep.fleet.transport import INTERRUPTED, CommandResult, Transport
+from clusterprep.fleet import Fleet, NodeError
+from clusterprep.fleet.fleet import PROBE_FAILED
+from clusterprep.fleet.transport import INTERRUPTED, CommandResult
 from clusterprep.inventory import Node
 from clusterprep.weights.manifest import Entry
 
@@ -106,12 +106,12 @@ class Receiver:
     only updates `position`) go to the transfer's queue as `(receiver, event)`; its end comes
     as the event `{"event": "ended"}`."""
 
-    def __init__(self, target: Target, transport: Transport, address: str,
+    def __init__(self, target: Target, fleet: Fleet, address: str,
                  events: asyncio.Queue[tuple[Receiver, Event]],
                  on_progress: Any) -> None:
         self.target = target
         self.name = target.node.name
-        self.transport = transport
+        self.fleet = fleet
         self.address = address
         self.events = events
         self.on_progress = on_progress
@@ -161,14 +161,12 @@ class Receiver:
 
     async def _run(self, command: str) -> None:
         try:
-            self.result = await self.transport.run(command, stdin_stream=self.inbox.stream(),
-                                                   on_output=self._on_output)
+            self.result = await self.fleet.run_on(self.target.node, command,
+                                                  stdin_stream=self.inbox.stream(),
+                                                  on_output=self._on_output)
         except asyncio.CancelledError:  # stopped before its command started
             self.result = CommandResult(self.name, None, error=NodeError(
                 INTERRUPTED, "stopped before the transfer finished"))
-        except Exception as e:  # noqa: BLE001 - kept to its node, as the Fleet keeps commands'
-            self.result = CommandResult(self.name, None, error=NodeError(
-                UNEXPECTED, f"the receiver could not run: {type(e).__name__}: {e}"))
         finally:
             self.ended = time.monotonic()
             self.inbox.abandon()

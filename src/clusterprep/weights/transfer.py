@@ -120,7 +120,8 @@ class Transfer:
                 continue
             host = transport.host_address or "127.0.0.1"
             address = await loop.run_in_executor(None, _address_of, host)
-            receiver = Receiver(target, transport, address, self.events, self.listener.advanced)
+            receiver = Receiver(target, self.fleet, address, self.events,
+                                self.listener.advanced)
             receiver.start(script, self._request(receiver))
             self.receivers.append(receiver)
 
