@@ -104,7 +104,7 @@ def test_a_killed_run_leaves_neither_its_lock_nor_its_commands_behind(
     while install_running(sim):
         assert time.monotonic() < deadline, "the dead run's install still runs on the node"
         time.sleep(0.2)
-    again = cli("up", *cluster_args(sim), "-r", str(recipe), "--json")
+    again = cli("up", *cluster_args(sim), "-r", str(slow_recipe(sim, seconds=0)), "--json")
     assert again.exit_code == 0, again.stdout + again.stderr
 
 

@@ -240,11 +240,13 @@ def startup_failure(result: CommandResult) -> NodeError:
 
 def kill_tree_command(session: int) -> str:
     """A shell command (ps, awk, xargs: every node has them) that SIGKILLs every process of a
-    command's session and every process descended from one, at once: a command's children
-    that left its session (torchrun starts each worker in a session of its own) go too."""
+    command's session and every process descended from one: a command's children that left
+    its session (torchrun starts each worker in a session of its own) go too."""
     closure = (
         "{p[NR] = $1; pp[NR] = $2; if ($3 == s) m[$1] = 1} "
         "END {do {n = 0; for (i = 1; i <= NR; i++) if (!(p[i] in m) && (pp[i] in m)) "
         "{m[p[i]] = 1; n++}} while (n); for (k in m) print k}")
+    # All stopped first, then killed: a shell whose child died first would run its next
+    # command (`sleep 30; echo done` printed "done") in the moment before its own kill.
     return (f"ps -eo pid=,ppid=,sid= | awk -v s={int(session)} '{closure}' "
-            "| xargs -r kill -KILL 2>/dev/null; true")
+            "| xargs -r sh -c 'kill -STOP \"$@\"; kill -KILL \"$@\"' kill 2>/dev/null; true")

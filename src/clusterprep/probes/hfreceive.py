@@ -44,6 +44,7 @@ import threading
 import time
 
 from _hubcache import emit, load_stamps, save_stamps, stamp_of  # inlined by probes.load
+from _links import swap_link  # inlined by probes.load
 
 PARTIAL = ".clusterprep-partial"  # a file being written, beside its final name
 CHUNK = 1 << 20
@@ -480,12 +481,7 @@ def place_link(cache, path, target):
     if not os.path.exists(os.path.normpath(os.path.join(os.path.dirname(where), target))):
         return "its blob is missing"
     try:
-        os.makedirs(os.path.dirname(where), exist_ok=True)
-        aside = partial_name(where)
-        if os.path.lexists(aside):
-            os.unlink(aside)
-        os.symlink(target, aside)
-        os.replace(aside, where)
+        swap_link(where, target, partial_name(where))
     except OSError as e:
         return "cannot place the link: %s" % (e.strerror or e)
     return None

@@ -15,21 +15,13 @@ import os
 import socket
 import sys
 
+from _links import swap_link  # inlined by probes.load
+
 
 def aside(at):
     head, tail = os.path.split(at)
     host = socket.gethostname().split(".")[0]
     return os.path.join(head, ".%s.%s-%d.clusterprep-partial" % (tail, host, os.getpid()))
-
-
-def link_to(at, target):
-    """Make `at` a link to `target`, replacing a link that leads elsewhere."""
-    os.makedirs(os.path.dirname(at), exist_ok=True)
-    spare = aside(at)
-    if os.path.lexists(spare):
-        os.unlink(spare)
-    os.symlink(target, spare)
-    os.replace(spare, at)
 
 
 def one(code, at, target, size, place):
@@ -47,14 +39,14 @@ def one(code, at, target, size, place):
             return "failed", "not placed: run `clusterprep weights sync`"
         if not os.path.isdir(code):
             return "failed", "the code is not at %s yet: run `clusterprep up`" % code
-        link_to(at, target)
+        swap_link(at, target, aside(at))
         return "placed", None
     found = os.readlink(at)
     if found == target:
         return "ok", None
     if not place:
         return "failed", "links to %s, not %s" % (found, target)
-    link_to(at, target)
+    swap_link(at, target, aside(at))
     return "placed", None
 
 

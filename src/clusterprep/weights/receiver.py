@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterprep import probes
+from clusterprep.events import JsonLines
 from clusterprep.fleet import Fleet, NodeError
 from clusterprep.fleet.fleet import PROBE_FAILED
 from clusterprep.fleet.transport import INTERRUPTED, CommandResult
@@ -126,7 +127,7 @@ class Receiver:
         self.done: Event | None = None
         self.result: CommandResult | None = None
         self.task: asyncio.Task[None] | None = None
-        self._partial = b""
+        self._lines = JsonLines(self._on_event)
         # Where it sits in the chain: `upstream` None means it reads from the source. The
         # links in and out of it are named by ids that come back in its events.
         self.upstream: Receiver | None = None
@@ -173,27 +174,23 @@ class Receiver:
             self.events.put_nowait((self, {"event": "ended"}))
 
     def _on_output(self, node: str, stream: str, chunk: bytes) -> None:
-        if stream != "stdout":
-            return
-        self.heard = time.monotonic()
-        *lines, self._partial = (self._partial + chunk).split(b"\n")
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            kind = event.get("event")
-            if kind in ("progress", "done"):
-                self.position = max(self.position, int(event.get("bytes", 0)))
-                self.read = max(self.read, int(event.get("read", 0)))
-                self.waited = event.get("blocked", self.waited)
-                self.moved.set()
-                self.on_progress(self.name, self.position)
-            if kind == "done":
-                self.done = event
-                self.inbox.close()
-            if kind != "progress":
-                self.events.put_nowait((self, event))
+        if stream == "stdout":
+            self.heard = time.monotonic()
+            self._lines(node, stream, chunk)
+
+    def _on_event(self, node: str, event: Event) -> None:
+        kind = event.get("event")
+        if kind in ("progress", "done"):
+            self.position = max(self.position, int(event.get("bytes", 0)))
+            self.read = max(self.read, int(event.get("read", 0)))
+            self.waited = event.get("blocked", self.waited)
+            self.moved.set()
+            self.on_progress(self.name, self.position)
+        if kind == "done":
+            self.done = event
+            self.inbox.close()
+        if kind != "progress":
+            self.events.put_nowait((self, event))
 
     def failure(self) -> NodeError | None:
         """Why it ended without finishing, once it has ended; None when it finished."""

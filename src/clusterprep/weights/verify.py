@@ -8,10 +8,10 @@ hashed unless its stat still matches the stamp clusterprep took when it wrote an
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterprep.events import JsonLines
 from clusterprep.fleet import Fleet, NodeError
 from clusterprep.fleet.transport import OutputCallback
 from clusterprep.inventory import Node
@@ -104,21 +104,12 @@ async def check_caches(
 
 def _hashing_reader(listener: NodeBytesListener) -> OutputCallback:
     """Reads the progress lines the probe prints while it hashes, as they arrive."""
-    partial: dict[str, bytes] = {}
 
-    def on_output(node: str, stream: str, chunk: bytes) -> None:
-        if stream != "stdout":
-            return
-        *lines, partial[node] = (partial.get(node, b"") + chunk).split(b"\n")
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == "progress":
-                listener.advanced(node, int(event["bytes"]))
+    def on_event(node: str, event: dict[str, Any]) -> None:
+        if event.get("event") == "progress":
+            listener.advanced(node, int(event["bytes"]))
 
-    return on_output
+    return JsonLines(on_event)
 
 
 def _node_cache(node: str, data: dict[str, Any], manifest: Manifest) -> NodeCache:
