@@ -28,11 +28,13 @@ def cluster_args(sim) -> list[str]:
 def slow_recipe(tmp_path: Path):
     """A function (sim, seconds=6) -> a venv recipe whose install takes `seconds` more."""
 
+    repo = tmp_path / "upstream"
+    rev = setupkit.make_git_repo(repo)
+    wheelhouse = setupkit.make_wheelhouse(tmp_path / "wheelhouse")
+
     def make(sim, seconds: int = 6) -> Path:
-        repo = tmp_path / "upstream"
-        return setupkit.venv_recipe(
-            tmp_path / "slow.toml", sim.shared, repo, setupkit.make_git_repo(repo),
-            setupkit.make_wheelhouse(tmp_path / "wheelhouse"), (f"sleep {seconds}  # {SLOW}",))
+        return setupkit.venv_recipe(tmp_path / "slow.toml", sim.shared, repo, rev, wheelhouse,
+                                    (f"sleep {seconds}  # {SLOW}",))
 
     return make
 
