@@ -330,7 +330,7 @@ ENDLESS = ("--sizes", "1M", "--iters", "100000000")  # runs until stopped
 
 def test_a_rank_stopped_mid_run_is_caught_by_the_timeout_and_named(make_cluster, torch_env):
     sim = make_cluster(2)
-    smoke = start_smoke(sim, *ENDLESS, "--timeout", "45")
+    smoke = start_smoke(sim, *ENDLESS, "--timeout", "30")
     try:
         wait_for_line(smoke, "all 2 ranks joined")
         stopped = sim.node("node02").run("pkill -STOP -f -- '-u smoke_allreduce.py'")
@@ -343,7 +343,7 @@ def test_a_rank_stopped_mid_run_is_caught_by_the_timeout_and_named(make_cluster,
     collective = phase(document, "collective")
     assert collective["timed_out"]
     assert problems(document)["collective"]["cause"].startswith(
-        "did not finish within --timeout 45 s")
+        "did not finish within --timeout 30 s")
     assert "was stopped" in problems(document)["node02 rank 1"]["cause"]
     assert run_processes(sim) == {}
 
