@@ -157,6 +157,13 @@ def test_a_bad_option_value_is_refused_with_what_was_expected(cli, option, value
     assert f"argument {option}: {says}" in result.stderr
 
 
+def test_a_bad_repo_option_says_what_a_repo_id_looks_like_once(cli):
+    result = cli("weights", "stage", "--repo", "bad repo")
+    assert result.exit_code == 2
+    assert ("argument --repo: repo id must look like org/name, got 'bad repo'"
+            in result.stderr), result.stderr
+
+
 @pytest.mark.parametrize("where", ["ssh", "local"])
 def test_a_timed_out_command_leaves_nothing_running_not_even_what_left_its_session(
         cluster4, cli, where):

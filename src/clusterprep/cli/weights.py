@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from clusterprep.cli import common
-from clusterprep.errors import ClusterprepError, UsageError
+from clusterprep.errors import UsageError
 from clusterprep.lock import local_lock
 from clusterprep.recipe import load_recipe
 from clusterprep.render import jsonout
 from clusterprep.weights import placement
 from clusterprep.weights.manifest import build as build_manifest
 from clusterprep.weights.progress import NodeBytesListener
-from clusterprep.weights.spec import RepoRef, WeightsSpec, parse_repo_option
+from clusterprep.weights.spec import RepoRef, WeightsSpec, WeightsSpecError, parse_repo_option
 from clusterprep.weights.stage import FAILED as STAGE_FAILED
 from clusterprep.weights.stage import INTERRUPTED as STAGE_INTERRUPTED
 from clusterprep.weights.stage import local_hub_cache, stage
@@ -91,8 +91,8 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
 def _repo_option(text: str) -> RepoRef:
     try:
         return parse_repo_option(text)
-    except ClusterprepError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
+    except WeightsSpecError as e:
+        raise argparse.ArgumentTypeError(e.detail) from e
 
 
 def _weights_spec(args: argparse.Namespace) -> WeightsSpec:

@@ -36,6 +36,7 @@ class WeightsSpecError(ClusterprepError):
 
     def __init__(self, source: str, message: str) -> None:
         self.source = source
+        self.detail = message
         super().__init__(f"{source}: {message}")
 
 
@@ -143,19 +144,20 @@ def _repo_from_table(item: object, source: str, index: int) -> RepoRef:
     return RepoRef(ref.id, ref.revision, tuple(patterns))
 
 
-def repo_ref(repo_id: object, revision: object, source: str, where: str) -> RepoRef:
-    """A validated RepoRef; errors name `source` and `where`."""
+def repo_ref(repo_id: object, revision: object, source: str, where: str = "") -> RepoRef:
+    """A validated RepoRef; errors name `source` and `where` (the entry, where it has one)."""
+    at = f"{where}: " if where else ""
     if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
-        raise WeightsSpecError(source, f"{where}: repo id must look like org/name, got {repo_id!r}")
+        raise WeightsSpecError(source, f"{at}repo id must look like org/name, got {repo_id!r}")
     if not isinstance(revision, str) or not _REVISION.match(revision) or ".." in revision:
-        raise WeightsSpecError(source, f"{where}: bad revision {revision!r}")
+        raise WeightsSpecError(source, f"{at}bad revision {revision!r}")
     return RepoRef(repo_id, revision)
 
 
 def parse_repo_option(text: str) -> RepoRef:
     """`--repo org/name[@revision]`."""
     repo_id, _, revision = text.partition("@")
-    return repo_ref(repo_id, revision or "main", "--repo", repr(text))
+    return repo_ref(repo_id, revision or "main", "--repo")
 
 
 def _placement_from_table(item: object, repos: tuple[RepoRef, ...], code: Path | None,
