@@ -41,7 +41,7 @@ def report_tables(report: SmokeReport) -> None:
     elif failed is not None:
         console.print(f"[red]smoke failed at {failed.name}[/]: the phases after it did not run")
     elif report.ok:
-        console.print(f"[green]smoke passed: {len(report.phases)} phases on "
+        console.print(f"[green]smoke passed: {counted(len(report.phases), 'phase')} on "
                       f"{counted(len(report.nodes), 'node')}[/]")
 
 
