@@ -361,6 +361,41 @@ def test_named_nodes_without_an_allocation_get_one_for_the_run_only(cli, cluster
     assert own_job not in jobs  # released when the command ended
 
 
+def test_a_run_killed_outright_gives_its_own_allocation_back(cli, cluster4):
+    slurm, job = slurm_of(cluster4)
+
+    def own_jobs() -> set[str]:
+        listed = slurm.client("squeue", "--noheader", "--format=%i %j").stdout.split("\n")
+        return {line.split()[0] for line in listed if line.endswith(" clusterprep")} - {job}
+
+    run = cli.start("run", "--slurm", "-n", "node[02-03]", "sleep 60", env=slurm.env)
+    try:
+        deadline = time.monotonic() + 60
+        while not own_jobs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert own_jobs(), "the run never got its allocation"
+    finally:
+        run.kill()  # SIGKILL: clusterprep cleans nothing up itself
+        run.communicate()
+    deadline = time.monotonic() + 30
+    while own_jobs() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not own_jobs(), "the killed run's allocation is still held"
+
+
+def test_nodes_slurm_will_not_give_now_are_a_clear_error_not_a_wait(cli, cluster4):
+    slurm, _ = slurm_of(cluster4)
+    slurm.client("scontrol", "create", "reservation", "ReservationName=theirs", "Users=nobody",
+                 "Nodes=node04", "StartTime=now", "Duration=10", "Flags=ignore_jobs")
+    try:
+        result = cli("run", "--slurm", "-n", "node04", "true", env=slurm.env)
+    finally:
+        slurm.client("scontrol", "delete", "ReservationName=theirs")
+    assert result.exit_code == 2, result.stderr
+    assert "cannot allocate 1 node(s) within 10 s: salloc: error: " in result.stderr
+    assert "scontrol show reservation" in result.stderr
+
+
 @pytest.mark.parametrize("state, usable", [
     ("idle", True), ("mixed", True), ("allocated", True), ("completing", True),
     ("draining", False), ("drained", False), ("down*", False), ("down", False),

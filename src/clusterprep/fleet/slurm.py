@@ -77,7 +77,7 @@ class SlurmLauncher:
         self.nodes = list(nodes)
         self.options = options
         self.job = options.job
-        self._own_job = False
+        self._own: slurmctl.Allocation | None = None
         self._states: dict[str, NodeState] = {}
         self._unreachable: dict[str, NodeError] = {}  # for the rest of the invocation
         self._ready: asyncio.Future[None] | None = None
@@ -106,17 +106,17 @@ class SlurmLauncher:
                 self._unreachable[name] = state.error()
         usable = [name for name in names if name not in self._unreachable]
         if self.job is None and usable:
-            self.job = slurmctl.allocate(usable, self.options.allocate_wait)
-            self._own_job = True
+            self._own = slurmctl.Allocation(usable, self.options.allocate_wait)
+            self.job = self._own.job
 
     def state_of(self, node: Node) -> NodeState | None:
         """Slurm's word on the node, as read when the fleet first needed it."""
         return self._states.get(node.host)
 
     async def close(self) -> None:
-        if self._own_job and self.job is not None:
-            await asyncio.to_thread(slurmctl.release, self.job)
-            self._own_job = False
+        if self._own is not None:
+            await asyncio.to_thread(self._own.release)
+            self._own = None
 
     def transport(self, node: Node) -> SrunTransport:
         return SrunTransport(node, self)

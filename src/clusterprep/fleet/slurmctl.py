@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 
 from clusterprep.errors import SlurmError
@@ -100,31 +102,73 @@ def node_states(names: list[str]) -> dict[str, NodeState]:
     return states
 
 
-def allocate(names: list[str], wait: float) -> str:
-    """A new allocation of exactly these nodes, without a shell; its job id. The job survives
-    a node's failure (--no-kill), so one bad node never ends it for the others."""
-    try:
-        done = subprocess.run(
-            ["salloc", "--no-shell", "--no-kill", f"--nodes={len(names)}",
-             f"--nodelist={','.join(names)}", f"--immediate={max(1, round(wait))}",
-             "--job-name=clusterprep"],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-            timeout=wait + CLIENT_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise SlurmError(f"salloc failed: {e}") from e
-    granted = re.search(r"Granted job allocation (\d+)", done.stderr + done.stdout)
-    if done.returncode != 0 or granted is None:
-        why = (done.stderr.strip().splitlines() or ["no allocation granted"])[-1]
-        raise SlurmError(f"cannot allocate {len(names)} node(s) now: {why}")
-    return granted.group(1)
+class Allocation:
+    """An allocation clusterprep made for its own run, held by a `salloc` on the head that runs
+    `cat` on a pipe of ours: when clusterprep ends, even by SIGKILL, the pipe closes, `cat`
+    ends, and salloc gives the nodes back. The job survives a node's failure (--no-kill), so
+    one bad node never ends it for the others."""
 
+    def __init__(self, names: list[str], wait: float) -> None:
+        argv = ["salloc", "--no-kill", f"--nodes={len(names)}", f"--nodelist={','.join(names)}",
+                f"--immediate={max(1, round(wait))}", "--job-name=clusterprep", "cat"]
+        # salloc's messages go to a file, not a pipe: a salloc whose clusterprep was killed
+        # must not die of SIGPIPE on "Relinquishing job allocation" before it relinquishes.
+        self._said = tempfile.TemporaryFile()
+        try:
+            # A session of its own: a Ctrl-C meant for clusterprep must not reach salloc first.
+            self._holder = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._said,
+                start_new_session=True)
+        except OSError as e:
+            self._said.close()
+            raise SlurmError(f"salloc failed: {e}") from e
+        self.job = self._granted(wait, len(names))
 
-def release(job: str) -> None:
-    """End an allocation clusterprep made itself."""
-    try:
-        client("scancel", job)
-    except SlurmError:
-        pass  # already gone
+    def _granted(self, wait: float, count: int) -> str:
+        """The job id once salloc says it is granted; SlurmError (and salloc ended) if not."""
+        deadline = time.monotonic() + wait + CLIENT_TIMEOUT
+        refused = f"cannot allocate {count} node(s) within {max(1, round(wait))} s"
+        hint = "`squeue` and `scontrol show reservation` show what holds them"
+        while True:
+            ended = self._holder.poll() is not None
+            said = os.pread(self._said.fileno(), 1 << 16, 0)
+            granted = re.search(rb"Granted job allocation (\d+)", said)
+            if granted:
+                return granted.group(1).decode()
+            if ended:  # its error line says why, else its last line
+                self._end(stop=False)
+                lines = said.decode(errors="replace").strip().splitlines()
+                errors = [line for line in lines if "error:" in line]
+                why = (errors or lines or ["no allocation granted"])[-1]
+                raise SlurmError(f"{refused}: {why} ({hint})")
+            if time.monotonic() > deadline:
+                self._end(stop=True)
+                raise SlurmError(f"{refused}: salloc gave no answer ({hint})")
+            time.sleep(0.05)
+
+    def release(self) -> None:
+        """Give the nodes back: salloc's `cat` ends with its input, and salloc relinquishes the
+        job; scancel too, for a salloc that did not."""
+        self._end(stop=False)
+        try:
+            client("scancel", self.job)
+        except SlurmError:
+            pass  # already gone: salloc gave it back
+
+    def _end(self, stop: bool) -> None:
+        """Close salloc's input and wait for it to end. `stop`: SIGTERM it first, on which it
+        withdraws a request still pending. SIGKILL where it does not end in time."""
+        holder = self._holder
+        if holder.stdin is not None and not holder.stdin.closed:
+            holder.stdin.close()
+        if stop:
+            holder.terminate()
+        try:
+            holder.wait(timeout=CLIENT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait()
+        self._said.close()
 
 
 def cancel_step(step: str) -> None:
