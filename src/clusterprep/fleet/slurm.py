@@ -14,6 +14,9 @@ per node, `NodeError`s of the same kinds.
   it in a step of their own, once.
 - A timeout or Ctrl-C cancels the step (`scancel --signal=KILL JOB.STEP`): Slurm kills the
   tasks' processes on every node.
+- Hung nodes: each task sends a heartbeat while its command is silent; a started task heard
+  from for no `hung_after` seconds is cut out as hung, and the step is cancelled once only
+  hung tasks are left.
 - Nothing of the head's environment reaches the nodes (`--export=NONE`), so a secret in it
   (`WANDB_API_KEY`) never enters the job step; secrets travel on stdin only.
 
