@@ -67,7 +67,8 @@ def test_a_second_up_is_told_who_is_changing_the_cluster_and_the_first_finishes_
 
     second = cli("up", *cluster_args(sim), "-r", str(recipe), "--skip", "shared")
     assert second.exit_code == 75
-    assert "another clusterprep is changing this cluster: `clusterprep up -n" in second.stderr
+    assert "another clusterprep is changing this cluster: `clusterprep up " in second.stderr, \
+        second.stderr
     assert f"(pid {first.pid} on {os.uname().nodename} as root, since " in second.stderr
     assert "holding the locks of node[01-02] and the lock of the shared folder" in second.stderr
     assert "--lock-wait" in second.stderr

@@ -26,12 +26,14 @@ import cluster
 import slurmcluster
 import test_check
 import test_faults
+import test_lock
 import test_run
 import test_up
 import test_wandb
 import test_weights
 from conftest import SRC
 from test_check import checked_cluster  # noqa: F401  (fixtures the stories use)
+from test_lock import slow_recipe  # noqa: F401
 from test_up import venv_setup  # noqa: F401
 from test_wandb import files_holding, new_key, sim4  # noqa: F401
 from test_weights import nodes, staging  # noqa: F401
@@ -158,6 +160,8 @@ SSH_STORIES = [
     test_faults.test_a_bashrc_that_exits_is_named_as_the_cause_not_an_empty_probe_failure,
     test_faults.test_a_frozen_node_is_cut_out_as_hung_and_the_others_finish,
     test_faults.test_a_silent_command_on_a_healthy_node_is_not_hung,
+    test_lock.test_a_second_up_is_told_who_is_changing_the_cluster_and_the_first_finishes_whole,
+    test_lock.test_a_killed_run_leaves_neither_its_lock_nor_its_commands_behind,
 ]
 
 
@@ -196,6 +200,17 @@ def test_inside_an_allocation_each_fleet_call_is_one_job_step_on_every_node(cli,
     assert sorted(map(sorted, new.values())) == [["node01", "node02", "node03", "node04"]] * 2
     table = cli("nodes", env=inside)
     assert re.search(r"node03 .* mixed .* yes", table.stdout), table.stdout
+
+
+def test_the_cluster_lock_is_one_job_step_for_all_nodes_not_one_per_node(cli, cluster4):
+    slurm, _ = slurm_of(cluster4)
+    before = step_launches(slurm)
+    result = cli("down", "shell", "-r", "demo", "-n", str(cluster4.nodes_file), "--json")
+    assert result.exit_code == 0, result.stderr
+    new = {step: where for step, where in step_launches(slurm).items() if step not in before}
+    # The lock, held for the whole command, and the step that takes the block out: each on
+    # all four nodes. A step per node would not scale to a thousand nodes (an srun each).
+    assert sorted(map(sorted, new.values())) == [["node01", "node02", "node03", "node04"]] * 2
 
 
 def test_a_drained_and_a_down_node_are_named_and_the_others_finish(cli, make_cluster):

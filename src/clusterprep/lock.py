@@ -88,13 +88,6 @@ def _places(places: list[str]) -> str:
     return " and ".join(([f"the locks of {fold(nodes)}"] if nodes else []) + files)
 
 
-@dataclass
-class _NodeHold:
-    node: Node
-    task: asyncio.Task[Any]
-    answer: asyncio.Future[dict[str, Any]]
-
-
 class ClusterLock:
     """Holds the locks of a fleet's nodes (and of its shared folder) while in `async with`.
 
@@ -110,7 +103,7 @@ class ClusterLock:
         self.wait = wait
         self.owner = Owner.this_process()
         self._released = asyncio.Event()
-        self._holds: list[_NodeHold] = []
+        self._holding: asyncio.Task[None] | None = None
         self.unlocked: dict[str, str] = {}
 
     async def __aenter__(self) -> ClusterLock:
@@ -132,40 +125,44 @@ class ClusterLock:
         """Ask every node for its locks at once; the holders found, by who holds them."""
         self._released = asyncio.Event()
         loop = asyncio.get_running_loop()
-        self._holds = []
-        for node in self.fleet.inventory.nodes:
-            answer: asyncio.Future[dict[str, Any]] = loop.create_future()
-            task = asyncio.ensure_future(self._hold(node, answer))
-            self._holds.append(_NodeHold(node, task, answer))
-        await asyncio.wait([hold.answer for hold in self._holds], timeout=SETTLE)
+        nodes = self.fleet.inventory.nodes
+        answers: dict[str, asyncio.Future[dict[str, Any]]] = {
+            node.name: loop.create_future() for node in nodes}
+        self._holding = asyncio.ensure_future(self._hold(nodes, answers))
+        await asyncio.wait(answers.values(), timeout=SETTLE)
         holders: dict[str, list[str]] = {}
         self.unlocked = {}
-        for hold in self._holds:
-            answer = hold.answer.result() if hold.answer.done() else \
+        for node in nodes:
+            answer = answers[node.name].result() if answers[node.name].done() else \
                 {"error": f"no answer to the lock request in {SETTLE:g} s"}
             for lock in answer.get("held", []):
                 who = _describe(lock.get("owner"))
                 place = f"the lock of the shared folder ({lock['path']})" \
-                    if lock["path"] == self.shared_path else hold.node.name
+                    if lock["path"] == self.shared_path else node.name
                 holders.setdefault(who, []).append(place)
             if "error" in answer:
-                self.unlocked[hold.node.name] = answer["error"]
+                self.unlocked[node.name] = answer["error"]
         return holders
 
-    async def _hold(self, node: Node, answer: asyncio.Future[dict[str, Any]]) -> None:
-        """Run the lock probe on `node` until released; `answer` gets what it said first."""
-        shared = self.shared_path if node.head and self.shared_path else "-"
-        request = f"{shared}\nnode\n{settings.lock_stale_after():g}\n" \
-                  f"{json.dumps(asdict(self.owner))}\n"
+    async def _hold(self, nodes: list[Node],
+                    answers: dict[str, asyncio.Future[dict[str, Any]]]) -> None:
+        """Run the lock probe on every node until released; each node's answer gets what it
+        said first."""
         source = probes.load("lock")
-        buffer = b""
+        rest = f"node\n{settings.lock_stale_after():g}\n{json.dumps(asdict(self.owner))}\n"
 
-        def on_output(_node: str, stream: str, chunk: bytes) -> None:
-            nonlocal buffer
+        def opening(node: Node) -> bytes:
+            shared = self.shared_path if node.head and self.shared_path else "-"
+            return f"{source}{shared}\n{rest}".encode()
+
+        buffers = {node.name: b"" for node in nodes}
+
+        def on_output(node: str, stream: str, chunk: bytes) -> None:
+            answer = answers[node]
             if stream != "stdout" or answer.done():
                 return
-            buffer += chunk
-            lines = buffer.decode(errors="replace").split("\n")
+            buffers[node] += chunk
+            lines = buffers[node].decode(errors="replace").split("\n")
             if len(lines) > 1 and lines[0] == "acquired":
                 answer.set_result({"acquired": True})
             elif len(lines) > 1 and lines[0].startswith("error "):
@@ -175,19 +172,19 @@ class ClusterLock:
                 answer.set_result({"held": [{"path": path, "owner": _parse(owner)}
                                             for path, _, owner in held]})
 
-        result = await self.fleet.run_on(
-            node, probes.command(source), on_output=on_output,
-            stdin_stream=self._heartbeat(source.encode() + request.encode()))
-        if answer.done():
-            return
-        if result.error is not None:  # unreachable, lost, hung: the command will say so too
-            answer.set_result({"unreachable": True})
-        else:
-            said = result.stderr.decode(errors="replace").strip()[-300:]
-            answer.set_result({"error": f"the lock probe exited {result.exit_code}: {said}"})
+        results = await self.fleet.converse(probes.command(source), opening, self._heartbeat,
+                                            on_output=on_output, nodes=nodes)
+        for result in results:
+            answer = answers[result.node]
+            if answer.done():
+                continue
+            if result.error is not None:  # unreachable, lost, hung: the command will say so
+                answer.set_result({"unreachable": True})
+            else:
+                said = result.stderr.decode(errors="replace").strip()[-300:]
+                answer.set_result({"error": f"the lock probe exited {result.exit_code}: {said}"})
 
-    async def _heartbeat(self, first: bytes) -> AsyncIterator[bytes]:
-        yield first
+    async def _heartbeat(self) -> AsyncIterator[bytes]:
         while True:
             try:
                 await asyncio.wait_for(self._released.wait(), settings.lock_stale_after() / 6)
@@ -199,9 +196,9 @@ class ClusterLock:
 
     async def _release(self) -> None:
         self._released.set()
-        if self._holds:
-            await asyncio.wait([hold.task for hold in self._holds], timeout=10)
-        self._holds = []
+        if self._holding is not None:
+            await asyncio.wait([self._holding], timeout=10)
+        self._holding = None
 
 
 def _parse(owner: str) -> object:

@@ -195,6 +195,41 @@ class Fleet:
         self.interrupted = self.interrupted or interrupted
         return FleetResult(results, interrupted)
 
+    async def converse(
+        self,
+        command: str,
+        opening: Callable[[Node], bytes],
+        then: Callable[[], AsyncIterator[bytes]],
+        *,
+        on_output: OutputCallback | None = None,
+        nodes: Iterable[Node] | None = None,
+    ) -> list[CommandResult]:
+        """`command` held open on every node (or on `nodes`) for as long as its input lasts:
+        each node reads its `opening`, then a stream made by `then()` that every node hears
+        alike (a heartbeat, a last word). Over SSH, one channel per node; through Slurm, one
+        job step for all the nodes that share an opening, not one per node. Results in the
+        given order, failures kept as the nodes' NodeErrors."""
+        targets = list(nodes) if nodes is not None else self.inventory.nodes
+
+        async def spoken(first: bytes) -> AsyncIterator[bytes]:
+            yield first
+            async for chunk in then():
+                yield chunk
+
+        if self.launcher is None:
+            return list(await asyncio.gather(*(
+                self.run_on(node, command, stdin_stream=spoken(opening(node)),
+                            on_output=on_output) for node in targets)))
+        groups: dict[bytes, list[Node]] = {}
+        for node in targets:
+            groups.setdefault(opening(node), []).append(node)
+        steps = await asyncio.gather(*(
+            self.launcher.run(command, group, stdin_stream=spoken(first), on_output=on_output)
+            for first, group in groups.items()))
+        by_name = {result.node: result for results, _ in steps for result in results}
+        self.interrupted = self.interrupted or any(interrupted for _, interrupted in steps)
+        return [by_name[node.name] for node in targets]
+
     async def run_on(
         self,
         node: Node,

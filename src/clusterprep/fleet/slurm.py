@@ -21,7 +21,8 @@ per node, `NodeError`s of the same kinds.
   (`WANDB_API_KEY`) never enters the job step; secrets travel on stdin only.
 
 `SrunTransport` is one node's Transport over `srun -w NODE`, for per-node conversations
-(`weights sync` streams a node's stdin while it runs).
+(`weights sync` streams a node's stdin while it runs). A conversation every node hears alike
+(the cluster lock's heartbeat) is one step for all of them (`Fleet.converse`).
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class SlurmLauncher:
     ) -> tuple[list[CommandResult], bool]:
         """Run `command` on `nodes` in one job step; each node's result, in the given order,
         and whether the user interrupted (Ctrl-C). `stdin`: the same bytes for every node,
-        or each node's own (by host); `stdin_stream`: streamed to a single node."""
+        or each node's own (by host); `stdin_stream`: streamed to every node alike."""
         started = time.monotonic()
         await self.connect()
         results: dict[str, CommandResult] = {}
@@ -202,6 +203,7 @@ class _Step:
         self.srun_stderr = b""
         self.ended: NodeError | None = None  # why tasks without an exit status have none
         self.started = time.monotonic()
+        self.all_exited = asyncio.Event()  # every task has sent its exit status
 
     def argv(self) -> list[str]:
         bootstrap = (f"import sys; exec(compile(sys.stdin.buffer.read({len(_agent())}), "
@@ -253,6 +255,9 @@ class _Step:
             start_new_session=True)  # Ctrl-C reaches us, not srun: we cancel the step
         assert process.stdin is not None and process.stdout is not None
         feeding = asyncio.ensure_future(self._feed(process.stdin, head, body, stdin_stream))
+        # Every task's command has ended: no input is wanted any more, and the tasks end with
+        # the step's stdin (probes/slurm_task.py), so it is closed now, whatever is left.
+        feeding_ends = asyncio.ensure_future(self._end_input(feeding, process.stdin))
         reading = asyncio.ensure_future(asyncio.gather(
             self._frames(process.stdout), self._errors(process.stderr), process.wait()))
         # Cancelled (the step was cut short), gather ends with a CancelledError as its
@@ -274,7 +279,14 @@ class _Step:
             raise
         finally:
             feeding.cancel()
+            feeding_ends.cancel()
             settled.cancel()
+
+    async def _end_input(self, feeding: asyncio.Future[None],
+                         stdin: asyncio.StreamWriter) -> None:
+        await self.all_exited.wait()
+        feeding.cancel()
+        stdin.close()
 
     async def _settled(self, reading: asyncio.Future[object]) -> None:
         """Returns once every task has ended or been cut out: a task whose node sent nothing,
@@ -332,6 +344,8 @@ class _Step:
             code, _, began = payload.partition(b" ")
             task.exit_code, task.began = int(code), began != b"0"
             task.seconds = time.monotonic() - self.started
+            if all(t.exit_code is not None for t in self.tasks.values()):
+                self.all_exited.set()
 
     async def _errors(self, reader: asyncio.StreamReader | None) -> None:
         if reader is not None:

@@ -12,8 +12,9 @@ Prints `acquired`; or a line `held PATH<TAB>OWNER` per lock another clusterprep 
 (a heartbeat, one line every few seconds) and frees them when the head writes `release`. When
 the head vanishes instead (stdin ends without `release`: it died and its connection closed; or
 `stale_after` seconds of silence: it froze or was cut off), the commands it had started on this
-node over the same connection are ended too (killing their sessions), so that no orphan of a
-dead run races the next one; then the probe exits and the kernel frees the locks. Stdlib only.
+node are ended too, so that no orphan of a dead run races the next one: over SSH the sessions
+of the same connection, through Slurm the tasks of the same run's other job steps. Then the
+probe exits and the kernel frees the locks. Stdlib only.
 """
 
 import os
@@ -63,28 +64,56 @@ def head_connection():
         pid = fields[1]
 
 
+def environments():
+    """(pid, environment as b"\\0NAME=VALUE\\0...") of every process this probe may read."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/environ" % entry, "rb") as f:
+                    yield int(entry), b"\0" + f.read() + b"\0"
+            except OSError:
+                continue
+
+
 def end_sessions_of(connection):
     """Kill the sessions started over the head's SSH connection (all share its
     SSH_CONNECTION, a client address and port of their own), but this probe's."""
-    mine = os.getsid(0)
-    marker = ("SSH_CONNECTION=" + connection).encode() + b"\0"
+    marker = ("\0SSH_CONNECTION=" + connection + "\0").encode()
     sessions = set()
-    pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-    for pid in pids:
-        try:
-            with open("/proc/%d/environ" % pid, "rb") as f:
-                if marker in f.read() + b"\0":
-                    sessions.add(os.getsid(pid))
-        except OSError:
-            continue
-    sessions.discard(mine)
-    for pid in pids:
+    for pid, environ in environments():
+        if marker in environ:
+            try:
+                sessions.add(os.getsid(pid))
+            except OSError:
+                continue
+    sessions.discard(os.getsid(0))
+    for pid in [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]:
         fields = stat_fields(pid)
         if fields is not None and fields[2] in sessions:
-            try:
-                os.kill(pid, SIGKILL)
-            except OSError:
-                pass
+            kill(pid)
+
+
+def end_steps_of_run():
+    """Through Slurm (this probe a task of a step named clusterprep-PID-N): kill the
+    processes of the same run's other steps in this job, found by the step names Slurm gives
+    their environment. Nothing when not run so."""
+    name = os.environ.get("SLURM_JOB_NAME", "")
+    job, step = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_STEP_ID")
+    if not (name.startswith("clusterprep-") and name.count("-") == 2 and job and step):
+        return
+    run = ("\0SLURM_JOB_NAME=" + name[:name.rindex("-") + 1]).encode()
+    same_job = ("\0SLURM_JOB_ID=" + job + "\0").encode()
+    own_step = ("\0SLURM_STEP_ID=" + step + "\0").encode()
+    for pid, environ in environments():
+        if run in environ and same_job in environ and own_step not in environ:
+            kill(pid)
+
+
+def kill(pid):
+    try:
+        os.kill(pid, SIGKILL)
+    except OSError:
+        pass
 
 
 def buffered_input():
@@ -113,6 +142,8 @@ def hold(stale_after):
             connection = head_connection()
             if connection:
                 end_sessions_of(connection)
+            else:
+                end_steps_of_run()
             return False
     return True
 

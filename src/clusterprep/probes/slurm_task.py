@@ -3,9 +3,12 @@
 Not a probe: it prints frames, not one JSON object. `srun --input=all` gives every task of the
 step the same stdin: this script, then one header line, then the stdin bytes. The header is
 `COMMAND NAMES LAYOUT BEAT`: the command and the step's node names (newline-separated) in
-base64, how the stdin is laid out: `-` (none), `stream` (all of it is this node's), or
-`COMMON,PART0,PART1,...`: a part every node takes, then each node's own, in the names' order;
-and BEAT, the seconds of silence after which the task says it is alive.
+base64, how the stdin is laid out: `-` (none), `stream` (all of it, as it comes, for every
+node's command), or `COMMON,PART0,PART1,...`: a part every node takes, then each node's own,
+in the names' order; and BEAT, the seconds of silence after which the task says it is alive.
+A task ends when its command has ended and the step's stdin has closed (the head closes it
+once every task has sent its exit status): srun would take seconds to end a step whose tasks
+ended while it still had stdin to forward.
 
 Output goes back as lines that stay whole through srun: slurmstepd forwards a task's output in
 messages of whole lines up to 1024 bytes, and srun writes each message at once, so a line
@@ -155,8 +158,10 @@ def main():
 
     for signum in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP):
         _signal.signal(signum, end_session)
+    feeder = None
     if sink is not None:
-        if os.fork() == 0:
+        feeder = os.fork()
+        if feeder == 0:
             for fd in (out, err, began):
                 os.close(fd)
             feed(source, layout, index, sink)
@@ -186,6 +191,10 @@ def main():
     except BlockingIOError:  # something the startup files left running still holds the pipe
         began_command = 0
     frames.send(b"X", b"%d %d" % (code, began_command))
+    if feeder is not None:
+        # The task ends with the step's stdin, not before: srun, still forwarding stdin to a
+        # task that has ended, would take seconds to end the step once stdin closes.
+        os.waitpid(feeder, 0)
 
 
 main()
