@@ -279,6 +279,10 @@ def test_a_down_node_and_a_read_only_home_are_named_and_the_key_stays_hidden(
         if not json_flag:
             assert "node02: refused" in result.stdout
             assert "node03: netrc: OSError: [Errno 30] Read-only file system" in result.stdout
+        # The lock could not be taken where the home is read-only, and that is said; a node
+        # that is down is no lock's business (its failure is the command's to report).
+        assert "warning: node03 not locked (cannot lock " in result.stderr, result.stderr
+        assert "node02 not locked" not in result.stderr, result.stderr
     nodes = {n["node"]: n for n in result.json()["nodes"]}
     assert nodes["node01"]["status"] == "unchanged"  # the first, plain run added it
     assert nodes["node02"]["error"]["kind"] == "refused"

@@ -31,7 +31,7 @@ from typing import Any
 
 from clusterprep import probes, settings
 from clusterprep.errors import ClusterprepError
-from clusterprep.fleet import Fleet
+from clusterprep.fleet import CommandResult, Fleet
 from clusterprep.fleet.gather import fold
 from clusterprep.inventory import Node
 from clusterprep.probes import _flock
@@ -172,17 +172,18 @@ class ClusterLock:
                 answer.set_result({"held": [{"path": path, "owner": _parse(owner)}
                                             for path, _, owner in held]})
 
-        results = await self.fleet.converse(probes.command(source), opening, self._heartbeat,
-                                            on_output=on_output, nodes=nodes)
-        for result in results:
+        def on_end(result: CommandResult) -> None:
             answer = answers[result.node]
             if answer.done():
-                continue
+                return
             if result.error is not None:  # unreachable, lost, hung: the command will say so
                 answer.set_result({"unreachable": True})
             else:
                 said = result.stderr.decode(errors="replace").strip()[-300:]
                 answer.set_result({"error": f"the lock probe exited {result.exit_code}: {said}"})
+
+        await self.fleet.converse(probes.command(source), opening, self._heartbeat,
+                                  on_output=on_output, on_end=on_end, nodes=nodes)
 
     async def _heartbeat(self) -> AsyncIterator[bytes]:
         while True:

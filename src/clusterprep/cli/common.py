@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
 from clusterprep import settings
 from clusterprep.errors import UsageError
 from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, SshOptions
+from clusterprep.fleet.gather import fold
 from clusterprep.fleet.slurm import SlurmOptions
 from clusterprep.fleet.ssh import HUNG_AFTER
 from clusterprep.inventory import Inventory, load_inventory, load_slurm_inventory
@@ -194,12 +195,23 @@ def over_fleet(args: argparse.Namespace, nodes: Inventory,
     return run_async(work)
 
 
-def holding_lock(args: argparse.Namespace, fleet: Fleet, locked: bool,
-                 shared: str | None = None) -> AbstractAsyncContextManager[object]:
-    """The cluster lock for a command that changes state, else nothing to hold."""
+@asynccontextmanager
+async def holding_lock(args: argparse.Namespace, fleet: Fleet, locked: bool,
+                       shared: str | None = None) -> AsyncIterator[None]:
+    """The cluster lock for a command that changes state, else nothing to hold. Nodes whose
+    lock cannot be taken (a read-only home) are said, by reason, and the command goes on."""
     if not locked:
-        return nullcontext()
-    return ClusterLock(fleet, shared=shared, wait=args.lock_wait)
+        yield
+        return
+    async with ClusterLock(fleet, shared=shared, wait=args.lock_wait) as lock:
+        by_reason: dict[str, list[str]] = {}
+        for node, reason in lock.unlocked.items():
+            by_reason.setdefault(reason, []).append(node)
+        for reason, nodes in by_reason.items():
+            them = "it" if len(nodes) == 1 else "them"
+            console.warn(f"{fold(nodes)} not locked ({reason}): another clusterprep could "
+                         f"change {them} meanwhile")
+        yield
 
 
 def shown(args: argparse.Namespace, document: Callable[[Result], dict[str, Any]],

@@ -202,31 +202,44 @@ class Fleet:
         then: Callable[[], AsyncIterator[bytes]],
         *,
         on_output: OutputCallback | None = None,
+        on_end: Callable[[CommandResult], None] | None = None,
         nodes: Iterable[Node] | None = None,
     ) -> list[CommandResult]:
         """`command` held open on every node (or on `nodes`) for as long as its input lasts:
         each node reads its `opening`, then a stream made by `then()` that every node hears
         alike (a heartbeat, a last word). Over SSH, one channel per node; through Slurm, one
-        job step for all the nodes that share an opening, not one per node. Results in the
-        given order, failures kept as the nodes' NodeErrors."""
+        job step for all the nodes that share an opening, not one per node. `on_end` hears
+        each node's result as soon as it is known (a node that cannot be reached: at once).
+        Results in the given order, failures kept as the nodes' NodeErrors."""
         targets = list(nodes) if nodes is not None else self.inventory.nodes
+
+        def ended(result: CommandResult) -> CommandResult:
+            if on_end is not None:
+                on_end(result)
+            return result
 
         async def spoken(first: bytes) -> AsyncIterator[bytes]:
             yield first
             async for chunk in then():
                 yield chunk
 
+        async def one(node: Node) -> CommandResult:
+            return ended(await self.run_on(node, command, stdin_stream=spoken(opening(node)),
+                                           on_output=on_output))
+
         if self.launcher is None:
-            return list(await asyncio.gather(*(
-                self.run_on(node, command, stdin_stream=spoken(opening(node)),
-                            on_output=on_output) for node in targets)))
+            return list(await asyncio.gather(*(one(node) for node in targets)))
+        errors = await self.launcher.connect(targets)
+        by_name = {node.name: ended(CommandResult(node.name, None, error=errors[node.name]))
+                   for node in targets if errors[node.name] is not None}
         groups: dict[bytes, list[Node]] = {}
         for node in targets:
-            groups.setdefault(opening(node), []).append(node)
+            if node.name not in by_name:
+                groups.setdefault(opening(node), []).append(node)
         steps = await asyncio.gather(*(
             self.launcher.run(command, group, stdin_stream=spoken(first), on_output=on_output)
             for first, group in groups.items()))
-        by_name = {result.node: result for results, _ in steps for result in results}
+        by_name.update((result.node, ended(result)) for results, _ in steps for result in results)
         self.interrupted = self.interrupted or any(interrupted for _, interrupted in steps)
         return [by_name[node.name] for node in targets]
 
