@@ -27,6 +27,7 @@ from clusterprep.fleet.transport import (
     NodeUnreachable,
     OutputCallback,
     Transport,
+    uncancel_current_task,
 )
 from clusterprep.inventory import Inventory, Node, is_this_machine
 
@@ -171,7 +172,7 @@ class Fleet:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
-            _uncancel_current_task()
+            uncancel_current_task()
         results = [
             task.result() if not task.cancelled()
             else CommandResult(node.name, None, error=NodeError(INTERRUPTED, "interrupted"))
@@ -320,11 +321,3 @@ def _parse_probe(result: CommandResult, name: str) -> ProbeResult:
         message = f"probe {name} printed no JSON object"
         return ProbeResult(result.node, None, result, NodeError(PROBE_FAILED, message))
     return ProbeResult(result.node, data, result, None)
-
-
-def _uncancel_current_task() -> None:
-    """We handled the cancellation (Ctrl-C) ourselves; undo it so later awaits work (3.11+)."""
-    task = asyncio.current_task()
-    uncancel = getattr(task, "uncancel", None)
-    if uncancel is not None:
-        uncancel()

@@ -46,7 +46,6 @@ from clusterprep.fleet.ssh import HUNG_AFTER, KEEPALIVES_UNANSWERED
 from clusterprep.fleet.transport import (
     COMMAND_TIMEOUT,
     DISCONNECTED,
-    HUNG,
     INTERRUPTED,
     UNREACHABLE,
     CommandResult,
@@ -55,7 +54,9 @@ from clusterprep.fleet.transport import (
     OutputCallback,
     Transport,
     feed,
+    hung,
     startup_failure,
+    uncancel_current_task,
 )
 from clusterprep.inventory import Node
 
@@ -153,7 +154,7 @@ class SlurmLauncher:
                 await step.run(stdin, stdin_stream, timeout)
             except asyncio.CancelledError:
                 interrupted = True
-                _uncancel_current_task()
+                uncancel_current_task()
             results.update({node.name: step.result(node) for node in pending})
             for host in step.launch_failures():  # not tried again in this invocation
                 self._unreachable[host] = step.launch_error(host)
@@ -400,10 +401,8 @@ class _Step:
 
     def _why_unfinished(self, node: Node, task: _Task) -> NodeError:
         if task.hung:
-            return NodeError(HUNG, f"{node.host} stopped answering: no output and no heartbeat "
-                                   f"from its task for {self.launcher.options.hung_after:g} s; "
-                                   "cut out (is the node frozen, overloaded or cut off? "
-                                   "--hung-after sets how long to wait)")
+            return hung(node.host, "no output and no heartbeat from its task",
+                        self.launcher.options.hung_after)
         failures = self.launch_failures()
         if node.host in failures:
             return self.launch_error(node.host)
@@ -474,10 +473,3 @@ class SrunTransport(Transport):
 
     async def close(self) -> None:
         return None
-
-
-def _uncancel_current_task() -> None:
-    task = asyncio.current_task()
-    uncancel = getattr(task, "uncancel", None)
-    if uncancel is not None:
-        uncancel()

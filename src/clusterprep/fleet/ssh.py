@@ -25,7 +25,6 @@ from clusterprep.fleet.transport import (
     DISCONNECTED,
     DNS,
     HOST_KEY,
-    HUNG,
     REFUSED,
     TIMEOUT,
     UNREACHABLE,
@@ -36,6 +35,7 @@ from clusterprep.fleet.transport import (
     Transport,
     collect,
     feed,
+    hung,
     kill_tree_command,
     startup_failure,
 )
@@ -413,8 +413,11 @@ class _SessionReportReader:
 
     def _take_report(self, head: bytes) -> bytes | None:
         """`head` without its session report line, once that line has arrived whole."""
-        start = 0 if head.startswith(_SESSION_MARK) else head.find(b"\n" + _SESSION_MARK) + 1
-        if start == 0 and not head.startswith(_SESSION_MARK):
+        if head.startswith(_SESSION_MARK):
+            start = 0
+        elif (after := head.find(b"\n" + _SESSION_MARK)) >= 0:
+            start = after + 1
+        else:
             return None
         end = head.find(b"\n", start)
         if end < 0:
@@ -452,10 +455,8 @@ class SshTransport(Transport):
         cause = self._client.lost or error
         reason = getattr(cause, "reason", None) or str(cause) or type(cause).__name__
         if "keepalive" in reason:
-            return NodeError(HUNG, f"{self.settings.hostname} stopped answering: no bytes and "
-                                   f"no keepalive reply for {self._connector.options.hung_after:g}"
-                                   " s; cut out (is the node frozen, overloaded or cut off? "
-                                   "--hung-after sets how long to wait)")
+            return hung(self.settings.hostname, "no bytes and no keepalive reply",
+                        self._connector.options.hung_after)
         return NodeError(DISCONNECTED, f"connection to {self.settings.hostname} lost while the "
                                        f"command ran: {reason}")
 

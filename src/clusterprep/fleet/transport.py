@@ -226,6 +226,21 @@ async def _bounded(kill: Awaitable[None], seconds: float = 5.0) -> None:
         pass
 
 
+def hung(host: str, silence: str, seconds: float) -> NodeError:
+    """A node cut out for `silence` (what it failed to send) for `seconds` (`--hung-after`)."""
+    return NodeError(HUNG, f"{host} stopped answering: {silence} for {seconds:g} s; cut out "
+                           "(is the node frozen, overloaded or cut off? --hung-after sets how "
+                           "long to wait)")
+
+
+def uncancel_current_task() -> None:
+    """We handled the cancellation (Ctrl-C) ourselves; undo it so later awaits work (3.11+)."""
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
+
+
 def startup_failure(result: CommandResult) -> NodeError:
     """The command never ran: the shell started for it exited first (the transport saw no sign
     of the command's start: over SSH, its session report), whatever status it exited with."""
