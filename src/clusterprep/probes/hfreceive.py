@@ -153,16 +153,19 @@ class Acceptor:
 class Buffers:
     """Chunk buffers, each used again once the ring lets go of it: its bytes have been passed
     on and written by then (the ring holds more chunks than the writer may have queued), and
-    a fresh buffer would cost a zero-filled allocation per chunk."""
+    a fresh buffer would cost a zero-filled allocation per chunk. No more are kept than the
+    ring and the writer can hold at once: frames fed by the head come in buffers of their own
+    and would otherwise pile up here, a chunk's worth for every chunk of the stream."""
 
     def __init__(self):
         self.free = []
+        self.most = ring_size() // CHUNK + WRITE_AHEAD + 2
 
     def take(self):
         return self.free.pop() if self.free else bytearray(CHUNK)
 
     def give_back(self, buf):
-        if len(buf) == CHUNK:
+        if len(buf) == CHUNK and len(self.free) < self.most:
             self.free.append(buf)
 
 
@@ -369,6 +372,23 @@ class Writer:
         self.thread.join()
 
     def run(self):
+        try:
+            self.consume()
+        except Exception as e:  # ours, not the disk's: this node's files fail, the stream goes on
+            reason = "clusterprep's writer failed: %s: %s" % (type(e).__name__, e)
+            if self.index < len(self.stream):
+                self.drop(partial_name(os.path.join(self.cache, self.stream[self.index][0])))
+            for index in range(self.index, len(self.stream)):
+                if index in self.want:
+                    path, size, _ = self.stream[index]
+                    self.failed.append({"path": path, "reason": reason, "errno": None,
+                                        "unwritten": size, "where": self.cache})
+            while True:  # so that the stream never waits on a writer that is gone
+                view = self.queue.get()
+                if view is None or self.aborted:
+                    break
+
+    def consume(self):
         self.start_files()
         while True:
             view = self.queue.get()
