@@ -40,22 +40,26 @@ def stamps_path():
     return os.path.join(xdg, "clusterprep", "weights-stamps.json")
 
 
-def load_stamps(cache):
+def _all_stamps(path):
+    """Every cache's stamps in the file; {} for a file missing, unreadable or not ours (a
+    stamp only spares a hash: losing them is never worse than hashing again)."""
     try:
-        with open(stamps_path()) as f:
-            return json.load(f).get(cache, {})
-    except (OSError, ValueError, AttributeError):
+        with open(path) as f:
+            everything = json.load(f)
+    except (OSError, ValueError):
         return {}
+    return everything if isinstance(everything, dict) else {}
+
+
+def load_stamps(cache):
+    stamps = _all_stamps(stamps_path()).get(cache)
+    return stamps if isinstance(stamps, dict) else {}
 
 
 def save_stamps(cache, stamps):
     """Record stamps; a full disk only costs a hash next time, so failing here is quiet."""
     path = stamps_path()
-    try:
-        with open(path) as f:
-            everything = json.load(f)
-    except (OSError, ValueError):
-        everything = {}
+    everything = _all_stamps(path)
     everything[cache] = stamps
     aside = path + ".%d" % os.getpid()
     try:

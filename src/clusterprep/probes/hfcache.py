@@ -2,13 +2,13 @@
 the head's staging cache (the same folder, proved by a token the head just wrote into it).
 
 Stdlib only; runs on the node. Input: one JSON line, `{"action": "check", "entries": [...],
-"repos": [...], "full", "hash_unstamped", "record_stamps", "staging_token": [path, token] |
-null}`. Prints progress lines while it hashes, then one JSON object.
+"repos": [...], "full", "hash_unstamped", "staging_token": [path, token] | null}`. Prints progress lines while it hashes, then one JSON object.
 
 Manifest entries are `[path, kind, size, sha256, target]`, paths relative to the cache root,
 kind "f" (file) or "l" (relative symlink to `target`). A file whose stat matches the stamp
 clusterprep recorded when it wrote it (see the `_hubcache` part) is trusted without hashing,
-unless `full`; others are hashed when `hash_unstamped` (a sync) and compared by size otherwise.
+unless `full`; others are hashed when `hash_unstamped` (a sync, which then records the stamps
+of the files it found right) and compared by size otherwise (a verify, which writes nothing).
 """
 
 import json
@@ -123,7 +123,7 @@ def check(request):
             new_stamps[entry[0]] = stamp
     if hashing.done:
         hashing.tell()
-    if new_stamps and request.get("record_stamps"):
+    if new_stamps and request.get("hash_unstamped"):
         stamps.update(new_stamps)
         save_stamps(cache, stamps)
     emit({

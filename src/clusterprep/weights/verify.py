@@ -85,8 +85,7 @@ async def check_caches(
         "entries": [e.as_list() for e in manifest.entries],
         "repos": list(manifest.folders),
         "full": full,
-        "hash_unstamped": for_sync,
-        "record_stamps": for_sync,
+        "hash_unstamped": for_sync,  # and records stamps: a sync writes the cache anyway
         "staging_token": list(staging_token) if staging_token else None,
     }
     results, interrupted = await fleet.probe(
