@@ -10,7 +10,6 @@ from typing import Any
 from clusterprep.cli import common
 from clusterprep.localfiles import write_atomically
 from clusterprep.recipe import load_recipe
-from clusterprep.render import jsonout
 from clusterprep.smoke.model import PHASES, SmokeReport
 from clusterprep.smoke.runner import BACKENDS, SmokeOptions, smoke
 
@@ -114,15 +113,18 @@ def cmd_smoke(args: argparse.Namespace) -> int:
         timeout=args.timeout or DEFAULT_TIMEOUT, dial_timeout=args.connect_timeout,
         hostfile=Path(args.hostfile), last_phase=args.until)
 
+    def tables(report: SmokeReport) -> None:
+        from clusterprep.render import smoke as tables  # rich: only for people
+        tables.report_tables(report)
+
+    shown = common.shown(args, lambda report: smoke_json.document(report, inventory.warnings),
+                         tables)
+
     def show(report: SmokeReport) -> None:
         if args.html:
             from clusterprep.render import smoke_html
             write_atomically(Path(args.html), smoke_html.smoke_page(report).encode())
-        if args.json:
-            jsonout.emit(smoke_json.document(report, inventory.warnings))
-        else:
-            from clusterprep.render import smoke as tables
-            tables.report_tables(report)
+        shown(report)
 
     return common.over_fleet(
         args, inventory, lambda fleet: smoke(fleet, options, smoke_progress.ProgressLines()),

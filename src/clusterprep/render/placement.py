@@ -3,17 +3,16 @@ placement and outcome, nodes folded (`node[01-63]`); in `--json`, a `placements`
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from clusterprep.fleet.gather import fold
+from clusterprep.render.console import stderr_console, stdout_console
 from clusterprep.weights.placement import FAILED, PlacementReport, WithPlacements
 
-_err = Console(stderr=True, highlight=False)
 Report = TypeVar("Report")
 
 
@@ -49,15 +48,17 @@ def placement_table(report: PlacementReport) -> None:
         for node in result.nodes:
             groups.setdefault((node.state, node.reason), []).append(node.node)
         for (state, reason), nodes in groups.items():
-            shown = f"[red]{state}[/]: {reason}" if state == FAILED else f"[green]{state}[/]"
+            # What nodes said, and paths, are text, never markup.
+            shown = f"[red]{state}[/]: {escape(reason or '')}" if state == FAILED \
+                else f"[green]{state}[/]"
             placed = result.placement
             leads_to = f"{placed.repo.id}: {placed.file}" + (
                 f", in {result.cache}" if result.cache else "")
-            table.add_row(str(placed.at), leads_to, fold(nodes), shown)
-    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+            table.add_row(escape(str(placed.at)), escape(leads_to), fold(nodes), shown)
+    stdout_console().print(table)
     failed = sorted({n.node for r in report.results for n in r.nodes if n.state == FAILED})
     if failed:
-        _err.print(f"[red]{len(failed)} nodes lack a placed file:[/] {fold(failed)}",
+        stderr_console().print(f"[red]{len(failed)} nodes lack a placed file:[/] {fold(failed)}",
                    soft_wrap=True)
 
 

@@ -3,16 +3,15 @@ or one JSON document with `--json`. Renderers only read the result objects."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn,
                            TransferSpeedColumn)
 from rich.markup import escape
 from rich.table import Table
 
 from clusterprep.fleet.gather import fold
+from clusterprep.render.console import stderr_console, stdout_console
 from clusterprep.weights.receiver import NodeSync
 from clusterprep.weights.sync import SyncReport
 from clusterprep.weights.progress import NodeBytesListener
@@ -20,11 +19,7 @@ from clusterprep.weights.spec import RepoRef
 from clusterprep.weights.stage import StageResult
 from clusterprep.weights.verify import VerifyReport
 
-_err = Console(stderr=True, highlight=False)
-
-
-def _out() -> Console:
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+_err = stderr_console()
 
 
 def _size(n: int) -> str:
@@ -86,10 +81,10 @@ def stage_table(results: list[StageResult], staging: str) -> None:
     for column in ("repo", "revision", "commit", "action", "files", "bytes"):
         table.add_column(column)
     for r in results:
-        action = f"[red]{r.action}[/]: {r.error}" if r.error else r.action
+        action = f"[red]{r.action}[/]: {escape(r.error)}" if r.error else r.action
         table.add_row(r.repo.id, r.repo.revision, (r.commit or "-")[:12], action,
                       str(r.files) if r.files else "-", _size(r.bytes) if r.bytes else "-")
-    _out().print(table)
+    stdout_console().print(table)
 
 
 def stage_document(results: list[StageResult], staging: str) -> dict[str, Any]:
@@ -103,7 +98,7 @@ def stage_document(results: list[StageResult], staging: str) -> dict[str, Any]:
 
 
 def sync_summary(report: SyncReport) -> None:
-    out = _out()
+    out = stdout_console()
     table = Table(title=f"weights sync: {len(report.manifest.files)} files, "
                         f"{_size(report.manifest.total_bytes)} staged")
     for column in ("node", "cache", "status", "files written", "bytes"):
@@ -186,7 +181,7 @@ def sync_document(report: SyncReport) -> dict[str, Any]:
 
 
 def verify_table(report: VerifyReport) -> None:
-    out = _out()
+    out = stdout_console()
     table = Table(title="weights verify (" + ("full hashes" if report.full else "sizes") + ")")
     for column in ("node", "repo", "state", "details"):
         table.add_column(column)
