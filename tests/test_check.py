@@ -590,3 +590,9 @@ def test_every_kind_of_difference_gets_its_severity_and_advice_naming_the_node(
     assert list(found) == [item]
     assert (found[item].severity, found[item].nodes) == (severity, ["node03"])
     assert found[item].advice.startswith(advice), found[item].advice
+
+
+def test_python_given_by_name_is_found_on_path_and_by_path_goes_first_on_it():
+    from clusterprep.activation import interpreter_script
+    assert interpreter_script("python3") == ""  # nothing like PATH=python3:... on the nodes
+    assert interpreter_script("/opt/env/bin/python") == 'export PATH=/opt/env/bin:"$PATH"\n'

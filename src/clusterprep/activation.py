@@ -13,6 +13,7 @@ command checks run in the environment they leave, and the managed ~/.bashrc bloc
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 
 from clusterprep.recipe import EnvSpec
@@ -57,5 +58,7 @@ def bashrc_lines(env: EnvSpec, activate: bool) -> list[str]:
 def interpreter_script(python: str) -> str:
     """For an interpreter that is not the recipe's env (`check --python PATH`): its folder
     first on PATH, so that `python`, `pip` and the tools beside it are its own."""
-    folder = shlex.quote(python.rsplit("/", 1)[0] or "/")
-    return f'export PATH={folder}:"$PATH"\n'
+    folder = posixpath.dirname(python)
+    if not folder:  # a bare name (`python3`): found on PATH as it is, nothing to put first
+        return ""
+    return f'export PATH={shlex.quote(folder)}:"$PATH"\n'

@@ -4,6 +4,7 @@ driver's Xid events from the kernel log where it can be read, and, when asked, D
 diagnostic (`dcgmi diag -r 1`). probes.load inlines it into a raw string of the fingerprint
 probe, compiled only where nvidia-smi is: no three single quotes in here. Stdlib only."""
 
+import errno
 import json
 import os
 import re
@@ -115,9 +116,11 @@ def xid_events():
             except BlockingIOError:
                 break
             except OSError as e:
-                if e.errno == 32:  # EPIPE: records overwritten while reading; go on
+                if e.errno == errno.EPIPE:  # records overwritten while reading; go on
                     continue
-                raise
+                # One optional section must not cost the node its whole fingerprint.
+                return {"readable": False, "why": "/dev/kmsg: %s" % e.strerror,
+                        "events": events}
             if not chunk:
                 break
             *records, pending = (pending + chunk).split(b"\n")
