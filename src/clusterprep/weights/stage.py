@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clusterprep.errors import ClusterprepError
+from clusterprep.probes._links import swap_link
 from clusterprep.weights import record as records
 from clusterprep.weights.manifest import SHA256_NAME, HashCache, StagingError
 from clusterprep.weights.record import StagedRevision, aside_path, resolve_revision
@@ -229,11 +230,7 @@ def _place_link(where: Path, blob: Path) -> None:
     target = os.path.relpath(blob, where.parent)
     if where.is_symlink() and os.readlink(where) == target:
         return
-    where.parent.mkdir(parents=True, exist_ok=True)
-    aside = aside_path(where)
-    aside.unlink(missing_ok=True)
-    os.symlink(target, aside)
-    os.replace(aside, where)
+    swap_link(str(where), target, str(aside_path(where)))
 
 
 def _some(paths: list[str], most: int = 3) -> str:
