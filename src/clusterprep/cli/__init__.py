@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clusterprep import __version__
+from clusterprep import __version__, suggest
 from clusterprep.cli import check, common, nodes, recipe, run, smoke, up, wandb, weights
 from clusterprep.errors import ClusterprepError
 from clusterprep.render import console
@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    suggest.remember(parser, args)
     try:
         return args.handler(args)
     except ClusterprepError as e:
