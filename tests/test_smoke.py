@@ -203,7 +203,7 @@ def test_links_are_checked_between_every_pair_and_measured_around_the_ring(make_
     assert [(l["source"], l["target"]) for l in links["ring"]] == [
         ("node01", "node02"), ("node02", "node03"), ("node03", "node01")]
     assert all(l["mb_per_s"] > 0 for l in links["ring"])
-    assert links["interfaces"]["node02"] == f"by name ({sim.node('node02').address})"
+    assert links["interfaces"]["node02"] == f"the address its name resolves to ({sim.node('node02').address})"
 
     # Past --pairs-up-to, ring neighbours only; --link-seconds 0 measures nothing.
     done = cli(*smoke_args(sim, write_recipe(sim), "--json", "--until", "links",

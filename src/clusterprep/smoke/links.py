@@ -60,7 +60,7 @@ async def check_links(conversations: list[Conversation], names: NamesResult, *, 
 def _interface_label(event: dict[str, Any]) -> str:
     chosen = next((e for e in event.get("interfaces", []) if e.get("address")), None)
     if chosen is None:
-        return f"by name ({event.get('address', '?')})"
+        return f"the address its name resolves to ({event.get('address', '?')})"
     return f"{chosen['variable']}={chosen['value']}: {chosen['selected'][0]} ({chosen['address']})"
 
 
