@@ -1,11 +1,50 @@
 """Errors a user can act on.
 
 Every exception here carries a message that says what failed and what to do next; the CLI
-prints it and exits with status 2. Failures of single nodes are not exceptions: they are data
-(`NodeError` in `fleet.transport`), because one node failing must not stop the others.
+prints it and exits with status 2. Failures of single nodes are not exceptions: they are data,
+a `NodeError` with one of the kinds below, because one node failing must not stop the others.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Why a node could not be reached or a command did not finish. Connection failures:
+DNS = "dns"                # the host name does not resolve
+REFUSED = "refused"        # nothing listens on the SSH port
+TIMEOUT = "timeout"        # no answer within --connect-timeout
+AUTH = "auth"              # the server refused every key
+HOST_KEY = "host-key"      # the host key changed, or is unknown under strict checking
+UNREACHABLE = "unreachable"  # any other network or SSH-level failure
+# Command failures on a node that was reached:
+COMMAND_TIMEOUT = "command-timeout"  # the command outlived --timeout and was killed
+DISCONNECTED = "disconnected"        # the connection dropped while the command ran
+HUNG = "hung"                        # the node stopped answering (no bytes, no keepalive reply)
+SHELL_STARTUP = "shell-startup"      # the node's login shell exited before running the command
+INTERRUPTED = "interrupted"          # the user pressed Ctrl-C before the node finished
+PROBE_FAILED = "probe-failed"        # a probe exited non-zero or printed no JSON object
+UNEXPECTED = "unexpected"            # an exception no backend anticipated, kept to its node
+
+CONNECTION_KINDS = (DNS, REFUSED, TIMEOUT, AUTH, HOST_KEY, UNREACHABLE)
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """Why a node gave no (complete) answer: a `kind` from the constants above and a message."""
+
+    kind: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "message": self.message}
+
+
+class NodeUnreachable(Exception):
+    """Raised when a node's connection cannot be opened; carries the classified `NodeError`."""
+
+    def __init__(self, error: NodeError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class ClusterprepError(Exception):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clusterprep.fleet import Fleet, NodeError
+from clusterprep.errors import NodeError
+from clusterprep.fleet import Fleet
 
 
 @dataclass

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from clusterprep.errors import ClusterprepError
-from clusterprep.fleet import Fleet, NodeError, ProbeResult
+from clusterprep.errors import ClusterprepError, NodeError
+from clusterprep.fleet import Fleet, ProbeResult
 from clusterprep.inventory import Node
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"

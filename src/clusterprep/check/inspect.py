@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import time
 
+from clusterprep.errors import PROBE_FAILED, NodeError
 from clusterprep.check import fingerprint
 from clusterprep.check.findings import find_all
 from clusterprep.check.model import CheckReport, CheckResult, CheckSpec, NodeState
-from clusterprep.fleet import Fleet, NodeError, ProbeResult
-from clusterprep.fleet.fleet import PROBE_FAILED
+from clusterprep.fleet import Fleet, ProbeResult
 
 
 async def inspect(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterprep.fleet import NodeError
+from clusterprep.errors import NodeError
 
 CRITICAL = "critical"
 WARNING = "warning"

@@ -2,14 +2,13 @@
 
 from clusterprep.fleet.fleet import Fleet, FleetResult, ProbeResult
 from clusterprep.fleet.ssh import HOST_KEY_POLICIES, SshOptions
-from clusterprep.fleet.transport import CommandResult, NodeError
+from clusterprep.fleet.transport import CommandResult
 
 __all__ = [
     "HOST_KEY_POLICIES",
     "CommandResult",
     "Fleet",
     "FleetResult",
-    "NodeError",
     "ProbeResult",
     "SshOptions",
 ]

@@ -15,25 +15,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from clusterprep import probes
-from clusterprep.errors import ClusterprepError
+from clusterprep.errors import (
+    INTERRUPTED,
+    PROBE_FAILED,
+    UNEXPECTED,
+    ClusterprepError,
+    NodeError,
+    NodeUnreachable,
+)
 from clusterprep.fleet.local import LocalTransport
 from clusterprep.fleet.slurm import SlurmLauncher, SlurmOptions
 from clusterprep.fleet.ssh import SshConnector, SshOptions, SshTransport
 from clusterprep.fleet.sshconfig import ssh_available
 from clusterprep.fleet.transport import (
-    INTERRUPTED,
     CommandResult,
-    NodeError,
-    NodeUnreachable,
     OutputCallback,
     Transport,
     uncancel_current_task,
 )
 from clusterprep.inventory import Inventory, Node, is_this_machine
-
-PROBE_FAILED = "probe-failed"
-UNEXPECTED = "unexpected"  # an exception no transport anticipated, kept to its node
-
 
 @dataclass
 class FleetResult:

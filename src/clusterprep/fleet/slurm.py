@@ -38,19 +38,21 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from clusterprep.errors import (
+    COMMAND_TIMEOUT,
+    DISCONNECTED,
+    INTERRUPTED,
+    UNREACHABLE,
+    NodeError,
+    NodeUnreachable,
+)
 from clusterprep import probes
 from clusterprep.fleet import slurmctl
 from clusterprep.fleet.gather import fold
 from clusterprep.fleet.slurmctl import NodeState
 from clusterprep.fleet.ssh import HUNG_AFTER, KEEPALIVES_UNANSWERED
 from clusterprep.fleet.transport import (
-    COMMAND_TIMEOUT,
-    DISCONNECTED,
-    INTERRUPTED,
-    UNREACHABLE,
     CommandResult,
-    NodeError,
-    NodeUnreachable,
     OutputCallback,
     Transport,
     feed,

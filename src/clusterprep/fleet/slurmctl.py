@@ -14,8 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from clusterprep.errors import SlurmError
-from clusterprep.fleet.transport import UNREACHABLE, NodeError
+from clusterprep.errors import UNREACHABLE, NodeError, SlurmError
 
 CLIENT_TIMEOUT = 60.0  # seconds for one Slurm client command (slurmctld may be busy)
 

@@ -18,9 +18,7 @@ from dataclasses import dataclass, replace
 
 import asyncssh
 
-from clusterprep.fleet import sshconfig
-from clusterprep.fleet.sshconfig import HostSettings
-from clusterprep.fleet.transport import (
+from clusterprep.errors import (
     AUTH,
     DISCONNECTED,
     DNS,
@@ -28,9 +26,13 @@ from clusterprep.fleet.transport import (
     REFUSED,
     TIMEOUT,
     UNREACHABLE,
-    CommandResult,
     NodeError,
     NodeUnreachable,
+)
+from clusterprep.fleet import sshconfig
+from clusterprep.fleet.sshconfig import HostSettings
+from clusterprep.fleet.transport import (
+    CommandResult,
     OutputCallback,
     Transport,
     collect,

@@ -1,7 +1,7 @@
 """The Transport interface every way of reaching a node implements, and the results it returns.
 
 A node that cannot be reached, or a command that times out, is not an exception here: it is a
-`NodeError` inside a `CommandResult`, so one bad node never stops the others.
+`NodeError` (errors.py) inside a `CommandResult`, so one bad node never stops the others.
 """
 
 from __future__ import annotations
@@ -13,45 +13,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from clusterprep.errors import (
+    COMMAND_TIMEOUT,
+    CONNECTION_KINDS,
+    DISCONNECTED,
+    HUNG,
+    INTERRUPTED,
+    SHELL_STARTUP,
+    NodeError,
+)
 from clusterprep.inventory import Node
-
-# Why a node could not be reached or a command did not finish. Connection failures:
-DNS = "dns"                # the host name does not resolve
-REFUSED = "refused"        # nothing listens on the SSH port
-TIMEOUT = "timeout"        # no answer within --connect-timeout
-AUTH = "auth"              # the server refused every key
-HOST_KEY = "host-key"      # the host key changed, or is unknown under strict checking
-UNREACHABLE = "unreachable"  # any other network or SSH-level failure
-# Command failures on a node that was reached:
-COMMAND_TIMEOUT = "command-timeout"  # the command outlived --timeout and was killed
-DISCONNECTED = "disconnected"        # the connection dropped while the command ran
-HUNG = "hung"                        # the node stopped answering (no bytes, no keepalive reply)
-SHELL_STARTUP = "shell-startup"      # the node's login shell exited before running the command
-INTERRUPTED = "interrupted"          # the user pressed Ctrl-C before the node finished
-
-CONNECTION_KINDS = (DNS, REFUSED, TIMEOUT, AUTH, HOST_KEY, UNREACHABLE)
 
 OutputCallback = Callable[[str, str, bytes], None]
 """Called as `on_output(node_name, "stdout" | "stderr", chunk)` while a command runs."""
-
-
-@dataclass(frozen=True)
-class NodeError:
-    """Why a node gave no (complete) answer: a `kind` from the constants above and a message."""
-
-    kind: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "message": self.message}
-
-
-class NodeUnreachable(Exception):
-    """Raised by `Transport.connect`; carries the classified `NodeError`."""
-
-    def __init__(self, error: NodeError) -> None:
-        super().__init__(error.message)
-        self.error = error
 
 
 @dataclass

@@ -8,8 +8,9 @@ import json
 import sys
 from typing import Any
 
+from clusterprep.errors import NodeError
 from clusterprep.check.model import CheckReport
-from clusterprep.fleet import FleetResult, NodeError
+from clusterprep.fleet import FleetResult
 from clusterprep.nodes import Survey
 
 

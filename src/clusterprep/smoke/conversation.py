@@ -12,11 +12,10 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from clusterprep.errors import COMMAND_TIMEOUT, PROBE_FAILED, NodeError
 from clusterprep import probes
 from clusterprep.events import JsonLines
-from clusterprep.fleet import CommandResult, Fleet, NodeError
-from clusterprep.fleet.fleet import PROBE_FAILED
-from clusterprep.fleet.transport import COMMAND_TIMEOUT
+from clusterprep.fleet import CommandResult, Fleet
 from clusterprep.inventory import Node
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from clusterprep.errors import NodeUnreachable
 from clusterprep.fleet import Fleet
 from clusterprep.fleet.gather import fold
-from clusterprep.fleet.transport import NodeUnreachable
 from clusterprep.inventory import Node
 from clusterprep.smoke.conversation import Conversation, replies
 from clusterprep.smoke.model import NameRow, NamesResult, Problem

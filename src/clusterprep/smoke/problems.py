@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from clusterprep.fleet import NodeError
+from clusterprep.errors import CONNECTION_KINDS, INTERRUPTED, NodeError
 from clusterprep.fleet.gather import fold
-from clusterprep.fleet.transport import CONNECTION_KINDS, INTERRUPTED
 from clusterprep.smoke.model import Problem
 
 

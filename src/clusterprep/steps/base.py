@@ -11,7 +11,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterprep.fleet import Fleet, NodeError, ProbeResult
+from clusterprep.errors import NodeError
+from clusterprep.fleet import Fleet, ProbeResult
 from clusterprep.inventory import Node
 from clusterprep.recipe import Recipe
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from clusterprep.errors import PROBE_FAILED, NodeError
 from clusterprep import probes
-from clusterprep.fleet import Fleet, NodeError, ProbeResult
-from clusterprep.fleet.fleet import PROBE_FAILED
+from clusterprep.fleet import Fleet, ProbeResult
 from clusterprep.inventory import Node
 from clusterprep.recipe import Recipe
 from clusterprep.steps import all_steps

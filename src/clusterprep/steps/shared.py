@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 
-from clusterprep.fleet import NodeError
+from clusterprep.errors import NodeError
 from clusterprep.inventory import Node
 from clusterprep.steps.base import (
     CHANGED, FAILED, OK, WOULD_CHANGE, Outcome, Probed, Status, Step, StepContext, failed,

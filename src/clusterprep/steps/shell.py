@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import shlex
 
+from clusterprep.errors import NodeError
 from clusterprep.activation import bashrc_lines
-from clusterprep.fleet import NodeError
 from clusterprep.inventory import Node
 from clusterprep.recipe import Recipe
 from clusterprep.steps.base import CHANGED, OK, Outcome, Step, StepContext, failed

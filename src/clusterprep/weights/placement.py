@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from clusterprep.fleet import Fleet, NodeError
+from clusterprep.errors import NodeError
+from clusterprep.fleet import Fleet
 from clusterprep.fleet.gather import fold
 from clusterprep.weights.manifest import Manifest, StagingError
 from clusterprep.weights.spec import Placement

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterprep.errors import INTERRUPTED, PROBE_FAILED, NodeError
 from clusterprep import probes
 from clusterprep.events import JsonLines
-from clusterprep.fleet import Fleet, NodeError
-from clusterprep.fleet.fleet import PROBE_FAILED
-from clusterprep.fleet.transport import INTERRUPTED, CommandResult
+from clusterprep.fleet import Fleet
+from clusterprep.fleet.transport import CommandResult
 from clusterprep.inventory import Node
 from clusterprep.weights.manifest import Entry
 

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from clusterprep.errors import HUNG, NodeError, NodeUnreachable
 from clusterprep import probes
-from clusterprep.fleet import Fleet, NodeError
-from clusterprep.fleet.transport import HUNG, NodeUnreachable
+from clusterprep.fleet import Fleet
 from clusterprep.weights.manifest import Entry, Manifest
 from clusterprep.weights.pace import Pace
 from clusterprep.weights.progress import NodeBytesListener

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterprep.errors import NodeError
 from clusterprep.events import JsonLines
-from clusterprep.fleet import Fleet, NodeError
+from clusterprep.fleet import Fleet
 from clusterprep.fleet.transport import OutputCallback
 from clusterprep.inventory import Node
 from clusterprep.weights.manifest import Manifest
