@@ -25,6 +25,7 @@ from benchkit import NodeCpu
 from cluster import SimCluster
 
 from clusterprep.fleet import Fleet, SshOptions
+from clusterprep.fleet.choose import backend_for
 from clusterprep.inventory import parse_nodes_file
 from clusterprep.lock import ClusterLock
 
@@ -37,7 +38,7 @@ async def measure(sim: SimCluster, repeat: int) -> dict[str, float]:
     walls: dict[str, list[float]] = {"step": [], "lock": []}
     cpus: dict[str, list[float]] = {"step": [], "lock": []}
     try:
-        async with Fleet(inventory, SshOptions(config_file=str(sim.ssh_config))) as fleet:
+        async with Fleet(inventory, backend_for(inventory, SshOptions(config_file=str(sim.ssh_config)))) as fleet:
             await fleet.run("true")  # connections open, outside the timing
             for _ in range(repeat):
                 for what in ("step", "lock"):

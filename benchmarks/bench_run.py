@@ -30,6 +30,7 @@ from benchkit import clusterprep, timed_with_cpu
 from cluster import SimCluster
 
 from clusterprep.fleet import Fleet, SshOptions
+from clusterprep.fleet.choose import backend_for
 from clusterprep.inventory import parse_nodes_file
 
 
@@ -56,7 +57,7 @@ def contenders(sim: SimCluster) -> dict[str, tuple[list[str], dict[str, str] | N
 
 async def repeated_step(sim: SimCluster, repeat: int) -> float:
     inventory = parse_nodes_file(sim.nodes_file)
-    async with Fleet(inventory, SshOptions(config_file=str(sim.ssh_config))) as fleet:
+    async with Fleet(inventory, backend_for(inventory, SshOptions(config_file=str(sim.ssh_config)))) as fleet:
         first = await fleet.run("true")
         assert first.ok, [r.error for r in first.results if not r.ok]
         times = []

@@ -38,7 +38,8 @@ from benchkit import NodeCpu, clusterprep, timed, timed_with_cpu
 from cluster import SimCluster
 from slurmcluster import SlurmCluster
 
-from clusterprep.fleet import Fleet, SshOptions
+from clusterprep.fleet import Fleet
+from clusterprep.fleet.choose import backend_for
 from clusterprep.fleet.slurm import SlurmOptions
 from clusterprep.inventory import parse_nodes_file
 
@@ -149,7 +150,7 @@ async def one_stream(sim: SimCluster, job: str | None, mib: int) -> tuple[float,
         for _ in range(mib):
             yield chunk
 
-    async with Fleet(inventory, SshOptions(config_file=str(sim.ssh_config)), slurm) as fleet:
+    async with Fleet(inventory, backend_for(inventory, slurm=slurm)) as fleet:
         transport = await fleet.transport(inventory.nodes[1])
         await transport.run("true")  # connection (or allocation check) outside the timing
         cpu, started = head_cpu(), time.monotonic()

@@ -22,6 +22,7 @@ import faultkit
 import hubcache
 from clusterprep import probes
 from clusterprep.fleet import Fleet, SshOptions
+from clusterprep.fleet.choose import backend_for
 from clusterprep.inventory import parse_nodes_file
 from clusterprep.weights.manifest import build as build_manifest
 from clusterprep.weights.pace import PACE, Pace
@@ -223,7 +224,8 @@ def test_verify_full_tells_how_far_each_nodes_hashing_has_got(cli, nodes, stagin
 
     async def full_verify():
         options = SshOptions(config_file=str(nodes.ssh_config))
-        async with Fleet(parse_nodes_file(nodes.nodes_file), options) as fleet:
+        inventory = parse_nodes_file(nodes.nodes_file)
+        async with Fleet(inventory, backend_for(inventory, options)) as fleet:
             return await verify(fleet, manifest, full=True, listener=seen)
 
     report = asyncio.run(full_verify())

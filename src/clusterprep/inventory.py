@@ -4,8 +4,7 @@ The nodes file is the tutorial's `nodes.txt`: one SSH host per line, the first l
 (launch) node. We also accept `#` comments, blank lines, `user@host` and hostlist ranges
 (`node-[001-016]`, ClusterShell/Slurm syntax). Every error names the file and the line.
 
-Through Slurm (`load_slurm_inventory`), the nodes are the allocation's, head first as Slurm
-orders them, unless a nodes file or hostlist names them (and the head) itself.
+Through Slurm, the nodes are the allocation's (fleet/slurm_inventory.py).
 """
 
 from __future__ import annotations
@@ -100,49 +99,7 @@ def load_inventory(spec: str | None = None, cwd: Path | None = None) -> Inventor
     return parse_hostlist(spec)
 
 
-def load_slurm_inventory(spec: str | None, job: str | None,
-                         cwd: Path | None = None) -> Inventory:
-    """The nodes to reach through Slurm: those of `spec` (nodes file or hostlist) when given,
-    else all of the allocation `job`'s. Named nodes must lie inside the allocation.
-
-    Raises:
-        InventoryError: no nodes named and no allocation, a `user@` entry (Slurm runs steps
-            as the user who asks), or a node outside the allocation (named with its line).
-        SlurmError: the job is not running, or Slurm does not answer.
-    """
-    from clusterprep.fleet import slurmctl  # Slurm's clients, only when Slurm is used
-
-    if spec is None:
-        spec = settings.nodes_spec()
-    if spec is None:
-        if job is None:
-            raise InventoryError("--slurm", "no nodes: name them (-n NODES), give the "
-                                 "allocation (--slurm-job ID) or run inside one (salloc, sbatch)")
-        inside = job == settings.slurm_job_id() and settings.slurm_job_nodelist()
-        names = slurmctl.hostnames(inside) if inside else slurmctl.job_nodes(job)
-        source = f"Slurm job {job}"
-        nodes = [Node(name, name, head=i == 0, origin=source) for i, name in enumerate(names)]
-        return Inventory(nodes, source, slurm=True, slurm_job=job)
-    named = load_inventory(spec, cwd)
-    for node in named.nodes:
-        if node.user is not None:
-            raise _refused(node, f"{node.name}: through Slurm, steps run as you: name the "
-                                 "node without `user@`")
-    if job is not None:
-        allocated = set(slurmctl.job_nodes(job))
-        outside = [node for node in named.nodes if node.host not in allocated]
-        # A node Slurm took out of the job (down, drained) is named later, as unreachable.
-        states = slurmctl.node_states([node.host for node in outside]) if outside else {}
-        for node in outside:
-            state = states.get(node.host)
-            if state is None:
-                raise _refused(node, f"Slurm knows no node {node.name}")
-            if state.usable:
-                raise _refused(node, f"{node.name} is not in Slurm job {job}")
-    return Inventory(named.nodes, named.source, slurm=True, slurm_job=job)
-
-
-def _refused(node: Node, message: str) -> InventoryError:
+def refused(node: Node, message: str) -> InventoryError:
     """The error for a node, naming the file and line it was named on (`nodes.txt:3`)."""
     source, _, line = node.origin.rpartition(":")
     if line.isdigit():

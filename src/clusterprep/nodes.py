@@ -57,8 +57,6 @@ async def survey(fleet: Fleet, timeout: float | None = None) -> Survey:
             report.gpus = len(gpus)
             report.gpu_model = ", ".join(sorted({g["name"] for g in gpus})) or None
         report.error = pong.error or fact.error
-        if fleet.launcher is not None:
-            state = fleet.launcher.state_of(node)
-            report.slurm_state = state.state if state is not None else "unknown"
+        report.slurm_state = fleet.node_state(node)
         reports.append(report)
     return Survey(reports, interrupted or ping.interrupted)

@@ -13,10 +13,12 @@ from typing import Any, Protocol, TypeVar
 from clusterprep import settings
 from clusterprep.errors import UsageError
 from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, SshOptions
+from clusterprep.fleet.choose import backend_for
 from clusterprep.fleet.gather import fold
 from clusterprep.fleet.slurm import SlurmOptions
-from clusterprep.fleet.ssh import HUNG_AFTER
-from clusterprep.inventory import Inventory, load_inventory, load_slurm_inventory
+from clusterprep.fleet.options import HUNG_AFTER
+from clusterprep.fleet.slurm_inventory import load_slurm_inventory
+from clusterprep.inventory import Inventory, load_inventory
 from clusterprep.lock import ClusterLock
 from clusterprep.recipe import DEFAULT_RECIPE
 from clusterprep.render import console, jsonout
@@ -152,7 +154,7 @@ def open_fleet(args: argparse.Namespace, nodes: Inventory) -> Fleet:
         raise UsageError("-F/--ssh-config has no use through Slurm (no SSH is involved)")
     slurm = SlurmOptions(nodes.slurm_job, args.connect_timeout, args.hung_after) \
         if nodes.slurm else None
-    return Fleet(nodes, ssh_options(args), slurm)
+    return Fleet(nodes, backend_for(nodes, ssh_options(args), slurm))
 
 
 class Outcome(Protocol):

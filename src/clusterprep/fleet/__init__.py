@@ -1,7 +1,7 @@
 """Reaching nodes: one Transport per node (SSH or local), driven together by the Fleet."""
 
 from clusterprep.fleet.fleet import Fleet, FleetResult, ProbeResult
-from clusterprep.fleet.ssh import HOST_KEY_POLICIES, SshOptions
+from clusterprep.fleet.options import HOST_KEY_POLICIES, SshOptions
 from clusterprep.fleet.transport import CommandResult
 
 __all__ = [

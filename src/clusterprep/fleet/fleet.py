@@ -1,5 +1,8 @@
 """The Fleet: one live connection per node, and commands or probes run on all nodes at once.
 
+How a node is reached is its backend's business (fleet/backend.py); the Fleet is the same for
+every backend.
+
 Connections open lazily, once per invocation, and every later command reuses them. A node that
 cannot be reached is remembered as such for the rest of the invocation (one connect timeout, not
 one per step). Results come back in inventory order, head first.
@@ -7,33 +10,17 @@ one per step). Results come back in inventory order, head first.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from clusterprep import probes
-from clusterprep.errors import (
-    INTERRUPTED,
-    PROBE_FAILED,
-    UNEXPECTED,
-    ClusterprepError,
-    NodeError,
-    NodeUnreachable,
-)
-from clusterprep.fleet.local import LocalTransport
-from clusterprep.fleet.slurm import SlurmLauncher, SlurmOptions
-from clusterprep.fleet.ssh import SshConnector, SshOptions, SshTransport
-from clusterprep.fleet.sshconfig import ssh_available
-from clusterprep.fleet.transport import (
-    CommandResult,
-    OutputCallback,
-    Transport,
-    uncancel_current_task,
-)
-from clusterprep.inventory import Inventory, Node, is_this_machine
+from clusterprep.errors import INTERRUPTED, PROBE_FAILED, NodeError
+from clusterprep.fleet.backend import Backend
+from clusterprep.fleet.transport import CommandResult, OutputCallback, Transport
+from clusterprep.inventory import Inventory, Node
+
 
 @dataclass
 class FleetResult:
@@ -62,19 +49,19 @@ class ProbeResult:
 
 
 class Fleet:
-    """Every node of an inventory, reachable through one Transport each."""
+    """Every node of an inventory, reached through one backend (fleet/backend.py)."""
 
-    def __init__(self, inventory: Inventory, options: SshOptions | None = None,
-                 slurm: SlurmOptions | None = None) -> None:
+    def __init__(self, inventory: Inventory, backend: Backend) -> None:
         self.inventory = inventory
-        self.options = options or SshOptions()
-        self._connector = SshConnector(self.options)
-        # Through Slurm, each `run` is one job step for all its nodes (fleet/slurm.py).
-        self.launcher = SlurmLauncher(inventory.nodes, slurm) if slurm is not None else None
-        self._transports: dict[str, asyncio.Task[Transport]] = {}
+        self.backend = backend
         # Set by Ctrl-C: from then on no new command starts, so a command of many rounds
         # (`up`, `weights sync`) stops at once and keeps what it gathered.
         self.interrupted = False
+
+    @property
+    def hung_after(self) -> float:
+        """Seconds a node may send nothing before it counts as hung."""
+        return self.backend.hung_after
 
     async def __aenter__(self) -> Fleet:
         return self
@@ -83,58 +70,15 @@ class Fleet:
         await self.close()
 
     async def close(self) -> None:
-        for task in self._transports.values():
-            if task.done() and not task.cancelled() and task.exception() is None:
-                await task.result().close()
-            else:
-                task.cancel()
-        await self._connector.close()
-        if self.launcher is not None:
-            await self.launcher.close()
+        await self.backend.close()
 
     async def transport(self, node: Node) -> Transport:
         """The node's connected Transport (opened on first use). Raises NodeUnreachable."""
-        if not self._transports and self.launcher is None and ssh_available():
-            self._connector.prefetch([_target(n) for n in self.inventory.nodes])
-        if node.name not in self._transports:
-            opening = self._open(node) if self.launcher is None else self._open_srun(node)
-            self._transports[node.name] = asyncio.ensure_future(opening)
-        return await asyncio.shield(self._transports[node.name])
-
-    async def _open(self, node: Node) -> Transport:
-        target = _target(node)
-        if is_this_machine(node.host) and node.user is None:
-            # localhost runs directly unless the ssh config sends it elsewhere (HostName, Port,
-            # ProxyJump): the simulated nodes, for one, live on loopback addresses.
-            if not ssh_available():
-                return LocalTransport(node)
-            settings = await self._connector.resolve(target)
-            if not settings.has_own_target:
-                return LocalTransport(node)
-        else:
-            settings = await self._connector.resolve(target)
-        transport = SshTransport(node, settings, self._connector)
-        await transport.connect()
-        return transport
-
-    async def _open_srun(self, node: Node) -> Transport:
-        assert self.launcher is not None
-        transport = self.launcher.transport(node)
-        await transport.connect()
-        return transport
+        return await self.backend.transport(node)
 
     async def connect(self, nodes: Iterable[Node] | None = None) -> dict[str, NodeError | None]:
         """Open every connection now; returns each node's connection error, or None."""
-        async def one(node: Node) -> NodeError | None:
-            try:
-                await self.transport(node)
-            except NodeUnreachable as e:
-                return e.error
-            return None
-
-        targets = list(nodes) if nodes is not None else self.inventory.nodes
-        errors = await asyncio.gather(*(one(node) for node in targets))
-        return {node.name: error for node, error in zip(targets, errors)}
+        return await self.backend.connect(self._targets(nodes))
 
     async def run(
         self,
@@ -152,47 +96,13 @@ class Fleet:
         Ctrl-C (cancellation) stops the nodes still running and returns everything gathered so
         far, finished nodes whole and the others marked interrupted with their partial output.
         """
-        targets = list(nodes) if nodes is not None else self.inventory.nodes
+        targets = self._targets(nodes)
         if self.interrupted:
             return FleetResult([CommandResult(node.name, None, error=NodeError(
                 INTERRUPTED, "not started: interrupted")) for node in targets], True)
-        if self.launcher is not None:
-            return await self._run_srun(command, targets, stdin, timeout, on_output)
-        tasks = [
-            asyncio.ensure_future(self.run_on(
-                node, command, stdin=stdin(node) if callable(stdin) else stdin, timeout=timeout,
-                on_output=on_output))
-            for node in targets
-        ]
-        interrupted = False
-        try:
-            await asyncio.wait(tasks)
-        except asyncio.CancelledError:
-            interrupted = self.interrupted = True
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)
-            uncancel_current_task()
-        results = [
-            task.result() if not task.cancelled()
-            else CommandResult(node.name, None, error=NodeError(INTERRUPTED, "interrupted"))
-            for node, task in zip(targets, tasks)
-        ]
-        return FleetResult(results, interrupted)
-
-    async def _run_srun(
-        self,
-        command: str,
-        targets: list[Node],
-        stdin: bytes | Callable[[Node], bytes] | None,
-        timeout: float | None,
-        on_output: OutputCallback | None,
-    ) -> FleetResult:
-        """One job step for all `targets` (see fleet/slurm.py)."""
-        assert self.launcher is not None
-        per_node = {node.host: stdin(node) for node in targets} if callable(stdin) else stdin
-        results, interrupted = await self.launcher.run(
-            command, targets, stdin=per_node, timeout=timeout, on_output=on_output)
+        results, interrupted = await self.backend.run(
+            command, targets, stdin if callable(stdin) else lambda node: stdin, timeout,
+            on_output)
         self.interrupted = self.interrupted or interrupted
         return FleetResult(results, interrupted)
 
@@ -208,41 +118,18 @@ class Fleet:
     ) -> list[CommandResult]:
         """`command` held open on every node (or on `nodes`) for as long as its input lasts:
         each node reads its `opening`, then a stream made by `then()` that every node hears
-        alike (a heartbeat, a last word). Over SSH, one channel per node; through Slurm, one
-        job step for all the nodes that share an opening, not one per node. `on_end` hears
-        each node's result as soon as it is known (a node that cannot be reached: at once).
-        Results in the given order, failures kept as the nodes' NodeErrors."""
-        targets = list(nodes) if nodes is not None else self.inventory.nodes
-
+        alike (a heartbeat, a last word). `on_end` hears each node's result as soon as it is
+        known (a node that cannot be reached: at once). Results in the given order, failures
+        kept as the nodes' NodeErrors."""
         def ended(result: CommandResult) -> CommandResult:
             if on_end is not None:
                 on_end(result)
             return result
 
-        async def spoken(first: bytes) -> AsyncIterator[bytes]:
-            yield first
-            async for chunk in then():
-                yield chunk
-
-        async def one(node: Node) -> CommandResult:
-            return ended(await self.run_on(node, command, stdin_stream=spoken(opening(node)),
-                                           on_output=on_output))
-
-        if self.launcher is None:
-            return list(await asyncio.gather(*(one(node) for node in targets)))
-        errors = await self.launcher.connect(targets)
-        by_name = {node.name: ended(CommandResult(node.name, None, error=errors[node.name]))
-                   for node in targets if errors[node.name] is not None}
-        groups: dict[bytes, list[Node]] = {}
-        for node in targets:
-            if node.name not in by_name:
-                groups.setdefault(opening(node), []).append(node)
-        steps = await asyncio.gather(*(
-            self.launcher.run(command, group, stdin_stream=spoken(first), on_output=on_output)
-            for first, group in groups.items()))
-        by_name.update((result.node, ended(result)) for results, _ in steps for result in results)
-        self.interrupted = self.interrupted or any(interrupted for _, interrupted in steps)
-        return [by_name[node.name] for node in targets]
+        results, interrupted = await self.backend.converse(
+            command, self._targets(nodes), opening, then, on_output, ended)
+        self.interrupted = self.interrupted or interrupted
+        return results
 
     async def run_on(
         self,
@@ -256,21 +143,12 @@ class Fleet:
     ) -> CommandResult:
         """`command` on one node, over its connection: `Transport.run`'s options (a stream of
         input, for a conversation), and any failure kept as the node's NodeError, as in `run`."""
-        started = time.monotonic()
-        try:
-            transport = await self.transport(node)
-            result = await transport.run(command, stdin=stdin, stdin_stream=stdin_stream,
+        return await self.backend.run_on(node, command, stdin=stdin, stdin_stream=stdin_stream,
                                          timeout=timeout, on_output=on_output)
-        except NodeUnreachable as e:
-            result = CommandResult(node.name, None, error=e.error)
-        except (asyncio.CancelledError, KeyboardInterrupt, ClusterprepError):
-            raise  # Ctrl-C, or the user's setup (an ssh config OpenSSH rejects): not a node's
-        except Exception as e:  # noqa: BLE001 - one node's surprise must not end the others
-            result = CommandResult(node.name, None, error=NodeError(UNEXPECTED, (
-                f"{type(e).__name__}: {e} (a case clusterprep does not handle yet: "
-                "please report it with the command that produced it)")))
-        result.seconds = time.monotonic() - started  # what the user waited, connection included
-        return result
+
+    def node_state(self, node: Node) -> str | None:
+        """The scheduler's word on the node (Slurm's state), or None without a scheduler."""
+        return self.backend.node_state(node)
 
     async def probe(
         self,
@@ -303,9 +181,8 @@ class Fleet:
         )
         return [_parse_probe(result, name) for result in outcome.results], outcome.interrupted
 
-
-def _target(node: Node) -> str:
-    return f"{node.user}@{node.host}" if node.user else node.host
+    def _targets(self, nodes: Iterable[Node] | None) -> list[Node]:
+        return list(nodes) if nodes is not None else self.inventory.nodes
 
 
 def _parse_probe(result: CommandResult, name: str) -> ProbeResult:

@@ -22,7 +22,7 @@ per node, `NodeError`s of the same kinds.
 
 `SrunTransport` is one node's Transport over `srun -w NODE`, for per-node conversations
 (`weights sync` streams a node's stdin while it runs). A conversation every node hears alike
-(the cluster lock's heartbeat) is one step for all of them (`Fleet.converse`).
+(the cluster lock's heartbeat) is one step for all of them (`SlurmBackend.converse`).
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ import os
 import re
 import shlex
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from clusterprep import probes
 from clusterprep.errors import (
     COMMAND_TIMEOUT,
     DISCONNECTED,
@@ -46,11 +47,11 @@ from clusterprep.errors import (
     NodeError,
     NodeUnreachable,
 )
-from clusterprep import probes
 from clusterprep.fleet import slurmctl
+from clusterprep.fleet.backend import Backend, Opening, spoken
 from clusterprep.fleet.gather import fold
+from clusterprep.fleet.options import HUNG_AFTER, KEEPALIVES_UNANSWERED
 from clusterprep.fleet.slurmctl import NodeState
-from clusterprep.fleet.ssh import HUNG_AFTER, KEEPALIVES_UNANSWERED
 from clusterprep.fleet.transport import (
     CommandResult,
     OutputCallback,
@@ -475,3 +476,66 @@ class SrunTransport(Transport):
 
     async def close(self) -> None:
         return None
+
+
+class SlurmBackend(Backend):
+    """The fleet's nodes inside a Slurm allocation: each command one job step for all its
+    nodes, each conversation one step per distinct opening."""
+
+    def __init__(self, nodes: Iterable[Node], options: SlurmOptions) -> None:
+        super().__init__()
+        self.launcher = SlurmLauncher(nodes, options)
+        self.hung_after = options.hung_after
+
+    async def open(self, node: Node) -> Transport:
+        transport = self.launcher.transport(node)
+        await transport.connect()
+        return transport
+
+    def node_state(self, node: Node) -> str | None:
+        state = self.launcher.state_of(node)
+        return state.state if state is not None else "unknown"
+
+    async def run(
+        self,
+        command: str,
+        nodes: list[Node],
+        stdin: Callable[[Node], bytes | None],
+        timeout: float | None,
+        on_output: OutputCallback | None,
+    ) -> tuple[list[CommandResult], bool]:
+        inputs = {node.host: stdin(node) or b"" for node in nodes}
+        shared = set(inputs.values())
+        # One input for all travels once (as the step's stdin); else each task keeps its own.
+        per_node: dict[str, bytes] | bytes | None = (
+            inputs if len(shared) > 1 else next(iter(shared), None) or None)
+        return await self.launcher.run(command, nodes, stdin=per_node, timeout=timeout,
+                                       on_output=on_output)
+
+    async def converse(
+        self,
+        command: str,
+        nodes: list[Node],
+        opening: Opening,
+        then: Callable[[], AsyncIterator[bytes]],
+        on_output: OutputCallback | None,
+        on_end: Callable[[CommandResult], CommandResult],
+    ) -> tuple[list[CommandResult], bool]:
+        errors = await self.launcher.connect(nodes)
+        by_name = {node.name: on_end(CommandResult(node.name, None, error=errors[node.name]))
+                   for node in nodes if errors[node.name] is not None}
+        groups: dict[bytes, list[Node]] = {}
+        for node in nodes:
+            if node.name not in by_name:
+                groups.setdefault(opening(node), []).append(node)
+        steps = await asyncio.gather(*(
+            self.launcher.run(command, group, stdin_stream=spoken(first, then),
+                              on_output=on_output)
+            for first, group in groups.items()))
+        by_name.update((result.node, on_end(result)) for results, _ in steps for result in results)
+        return ([by_name[node.name] for node in nodes],
+                any(interrupted for _, interrupted in steps))
+
+    async def close(self) -> None:
+        await super().close()
+        await self.launcher.close()

@@ -83,7 +83,7 @@ async def sync(
         count = sum(t.wants_files for t in targets) if star else chains
         transfer = Transfer(fleet, manifest, targets, listener, secret=secrets.token_hex(32),
                             chains=count, staging_readers=set(report.staging_readers),
-                            bwlimit=bwlimit, stall=fleet.options.hung_after)
+                            bwlimit=bwlimit, stall=fleet.hung_after)
         try:
             await transfer.run()
         except asyncio.CancelledError:
