@@ -12,6 +12,7 @@ from typing import Any, Callable
 from clusterprep.check.fingerprint import kib, nccl_conf
 from clusterprep.check.model import CRITICAL, HEALTH, WARNING, Finding, NodeState
 from clusterprep.fleet.gather import fold
+from clusterprep.probes._ifnames import named, selected
 
 NODE = "{node}"  # in a problem's advice: the nodes that show it
 SHM_FLOOR = 2**30  # NCCL's docs run containers with --shm-size=1g
@@ -240,28 +241,13 @@ def _setting(fingerprint: dict[str, Any], name: str) -> tuple[str | None, str]:
     return conf.get(name), "NCCL's config file"
 
 
-def _selected(spec: str, names: list[str]) -> list[str]:
-    """The names an NCCL interface list selects: prefixes, `=` exact names, `^` excluding
-    (NCCL's env.html, NCCL_SOCKET_IFNAME and NCCL_IB_HCA); an entry's `:port` is ignored."""
-    exclude = spec.startswith("^")
-    spec = spec[1:] if exclude else spec
-    exact = spec.startswith("=")
-    spec = spec[1:] if exact else spec
-    entries = [entry.split(":")[0] for entry in spec.split(",") if entry]
-
-    def hit(name: str) -> bool:
-        return any(name == entry if exact else name.startswith(entry) for entry in entries)
-
-    return [name for name in names if hit(name) != exclude]
-
-
 def _socket_ifname(fingerprint: dict[str, Any]) -> list[Problem] | None:
     spec, where = _setting(fingerprint, "NCCL_SOCKET_IFNAME")
     if not spec:
         return []
     interfaces = fingerprint.get("fabric", {}).get("interfaces", [])
     names = [i["name"] for i in interfaces]
-    chosen = [i for i in interfaces if i["name"] in _selected(spec, names)]
+    chosen = [i for i in interfaces if i["name"] in selected("NCCL_SOCKET_IFNAME", spec, names)]
     usable = [i["name"] for i in interfaces
               if i["state"] in USABLE_STATES and i["name"] != "lo"]
     fix = (f"set NCCL_SOCKET_IFNAME (set in {where}) on {NODE} to an interface it has and "
@@ -285,9 +271,9 @@ def _ib_hca(fingerprint: dict[str, Any]) -> list[Problem] | None:
     names = [d["device"] for d in devices]
     active = [d["device"] for d in devices
               if any(p.get("state") == "ACTIVE" for p in d["ports"])]
-    chosen = _selected(spec, names)
-    named = [] if spec.startswith("^") else [e.split(":")[0] for e in spec.lstrip("=").split(",")]
-    unknown = [entry for entry in named if entry and not _selected(entry, names)]
+    chosen = selected("NCCL_IB_HCA", spec, names)
+    unknown = [entry for entry in named("NCCL_IB_HCA", spec)
+               if not selected("NCCL_IB_HCA", entry, names)]
     idle = [name for name in chosen if name not in active]
     if not unknown and not idle and chosen:
         return []

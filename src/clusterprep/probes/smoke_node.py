@@ -31,6 +31,8 @@ import sys
 import threading
 import time
 
+from _ifnames import selected  # inlined by probes.load
+
 CAUSES = {
     errno.ECONNREFUSED: "refused",
     errno.ETIMEDOUT: "timed out",
@@ -344,23 +346,6 @@ def interface_addresses():
     return found
 
 
-def matching(variable, spec, names):
-    """The interfaces `spec` selects, as the library reading `variable` would: NCCL takes
-    comma-separated prefixes, `^` to exclude them, `=` for exact names; gloo exact names."""
-    spec = spec.strip()
-    nccl = variable.startswith("NCCL")
-    exclude = nccl and spec.startswith("^")
-    spec = spec[1:] if exclude else spec
-    exact = not nccl or spec.startswith("=")
-    spec = spec[1:] if nccl and spec.startswith("=") else spec
-    parts = [p.strip() for p in spec.split(",") if p.strip()]
-
-    def selected(name):
-        return any(name == p if exact else name.startswith(p) for p in parts)
-
-    return [name for name in names if selected(name) != exclude]
-
-
 def choose_interfaces(variables):
     """For each variable set on this node: what it names, what it selects, the address used.
     The first one set (the backend's own) decides where this node listens and dials from."""
@@ -370,10 +355,9 @@ def choose_interfaces(variables):
     addresses = interface_addresses()
     chosen, source = [], None
     for variable, spec in present:
-        selected = [name for name in matching(variable, spec, list(addresses))
-                    if addresses[name]]
+        picked = [name for name in selected(variable, spec, list(addresses)) if addresses[name]]
         entry = {"variable": variable, "value": spec, "interfaces": sorted(addresses),
-                 "selected": selected, "address": addresses[selected[0]] if selected else None}
+                 "selected": picked, "address": addresses[picked[0]] if picked else None}
         chosen.append(entry)
         if source is None and entry["address"]:
             source = entry["address"]
