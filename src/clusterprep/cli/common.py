@@ -36,7 +36,9 @@ def common_options() -> argparse.ArgumentParser:
              "./nodes.txt, ~/nodes.txt, else this machine alone")
     group.add_argument("-F", "--ssh-config", metavar="FILE", help="ssh config file, as ssh -F")
     group.add_argument("--fanout", type=positive_int, default=64, metavar="N",
-                       help="most new connections under way at once (default 64)")
+                       help="most SSH connections being opened at once (sshd drops bursts "
+                            "beyond its MaxStartups); once open, commands run on every node "
+                            "at once whatever N (default 64; no use through Slurm)")
     group.add_argument("--connect-timeout", type=positive_float, default=10.0, metavar="S",
                        help="seconds to wait for a node to accept a connection (default 10)")
     group.add_argument("--timeout", type=positive_float, default=None, metavar="S",
