@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from clusterprep import __version__, suggest
-from clusterprep.cli import check, common, nodes, recipe, run, smoke, up, wandb, weights
+from clusterprep.cli import check, common, launch, nodes, recipe, run, smoke, up, wandb, weights
 from clusterprep.errors import ClusterprepError
 from clusterprep.render import console
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     wandb.add_parser(commands, options)
     weights.add_parser(commands, options)
     smoke.add_parser(commands, options)
+    launch.add_parser(commands, options)
     return parser
 
 

@@ -1,0 +1,223 @@
+"""`clusterprep launch`: the training runs on every node as one gang; when any part of it
+fails (a rank killed, a rank stopped, the user's Ctrl-C), every process of the run is gone on
+every node within seconds, which each node is searched for, and the report names the node
+that failed first.
+
+Every run here is a real `torchrun` + gloo over the simulated cluster's addresses, in the
+venv with real torch (tests/torchenv.py); faults are real signals sent inside the nodes. No
+GPU can be reached from here: `--nproc-per-node auto` counts none, so one rank per node.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import torchenv
+
+from test_smoke import free_port, torch_env, write_recipe  # noqa: F401  (torch_env: fixture)
+
+TRAIN = '''\
+import argparse, os, time
+import torch
+import torch.distributed as dist
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--steps", type=int, default=3, help="0: until stopped")
+steps = parser.parse_args().steps
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+print(f"rank {rank} of {world} started on {os.uname().nodename}", flush=True)
+step = 0
+while steps == 0 or step < steps:
+    total = torch.ones(256)
+    dist.all_reduce(total)
+    assert total[0] == world
+    step += 1
+    if steps or step % 20 == 0:
+        print(f"rank {rank} step {step}", flush=True)
+    time.sleep(0.02)
+print(f"rank {rank} done", flush=True)
+dist.destroy_process_group()
+'''
+WORKERS = "-u train.py"  # what a torchrun worker's command line holds (torchrun's: not -u)
+
+
+def launch_args(sim, *extra: str) -> list[str]:
+    (sim.shared / "train.py").write_text(TRAIN)
+    return ["launch", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config),
+            "-r", str(write_recipe(sim)), "--master-port", str(free_port()), "--grace", "2",
+            "--log-dir", str(sim.root / "logs"), *extra]
+
+
+def left_running(sim, run: str | None = None) -> dict[str, list[str]]:
+    """Every node searched, inside it: the processes of a launch (by its marker, or any
+    launch's), and anything running train.py."""
+    marker = f"CLUSTERPREP_LAUNCH_RUN={run or ''}"
+    found = {}
+    for node in sim.running:
+        listed = node.run(
+            f"for e in /proc/[0-9]*/environ; do grep -qsa -- '{marker}' $e && "
+            "tr '\\0' ' ' < ${e%/environ}/cmdline && echo; done; "
+            "ps -eo args | grep -- train.py | grep -v grep; true").stdout.split("\n")
+        if [line for line in listed if line.strip()]:
+            found[node.name] = [line for line in listed if line.strip()]
+    return found
+
+
+def start(cli, sim, *extra: str) -> subprocess.Popen:
+    return cli.start(*launch_args(sim, "--json", *extra, "--", "train.py", "--steps", "0"))
+
+
+def wait_for(process: subprocess.Popen, text: str, seconds: float = 120) -> None:
+    """Read the launch's live lines (on stderr with --json) until one holds `text`."""
+    deadline, seen = time.monotonic() + seconds, []
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        seen.append(line)
+        if text in line:
+            return
+        assert line or process.poll() is None, "".join(seen) + process.stdout.read()
+    pytest.fail(f"no {text!r} within {seconds} s:\n" + "".join(seen))
+
+
+def worker_pid(node) -> int:
+    found = node.run(f"pgrep -f -- '{WORKERS}'").stdout.split()
+    assert found, f"no rank running on {node.name}"
+    return int(found[0])
+
+
+def test_a_training_run_on_every_node_passes_with_each_nodes_output_in_its_log(
+        make_cluster, cli, torch_env):
+    sim = make_cluster(2)
+    done = cli(*launch_args(sim, "--json", "--", "train.py", "--steps", "3"), timeout=180)
+    document = done.json()
+    assert done.exit_code == 0, done.stdout + done.stderr
+    assert document["ok"] and document["first_failure"] is None
+    assert document["commands"]["node02"].startswith(
+        f"cd {sim.shared} && env PYTHONNOUSERSITE=True {torchenv.ENV}/bin/torchrun --nnodes 2 "
+        f"--node_rank 1 --master_addr node01 --master_port {document['port']} "
+        "--nproc_per_node 1")
+    assert [e["how"] for e in document["endings"]] == ["exited", "exited"]
+    assert "node02 | rank 1 step 3" in done.stderr  # live, prefixed by its node
+    logs = sim.root / "logs"
+    assert "rank 0 of 2 started on node01" in (logs / "node01.log").read_text()
+    assert "rank 1 done" in (logs / "node02.log").read_text()
+    assert json.loads((logs / "summary.json").read_text())["run"] == document["run"]
+    assert document["verified"] == ["node01", "node02"]
+    assert left_running(sim) == {}
+
+
+def test_a_rank_killed_with_sigkill_ends_every_rank_everywhere_and_is_named_first(
+        make_cluster, cli, torch_env):
+    sim = make_cluster(3)
+    launch = start(cli, sim)
+    try:
+        wait_for(launch, "node03 | rank 2 step 20")
+        sim.node("node02").run(f"kill -9 {worker_pid(sim.node('node02'))}")
+        killed = time.monotonic()
+        done = cli.finish(launch, timeout=60)
+    finally:
+        launch.kill()
+    took = time.monotonic() - killed
+    document = done.json()
+    assert done.exit_code == 1, done.stderr
+    first = document["first_failure"]
+    assert (first["node"], first["rank"], first["signal"]) == ("node02", 1, 9)
+    assert "a worker was killed by signal 9" in first["said"]
+    assert [e["node"] for e in document["endings"]][0] == "node02"
+    assert left_running(sim) == {}  # every node searched: no rank, no torchrun, nothing marked
+    assert sorted(document["verified"]) == ["node01", "node02", "node03"]
+    assert took < 20, f"{took:.1f} s from the kill to the verified end"
+
+
+def test_a_rank_stopped_with_sigstop_is_named_hung_and_the_run_ends_everywhere(
+        make_cluster, cli, torch_env):
+    sim = make_cluster(2)
+    launch = start(cli, sim, "--hung-after", "3")
+    try:
+        wait_for(launch, "node02 | rank 1 step 20")
+        sim.node("node02").run(f"kill -STOP {worker_pid(sim.node('node02'))}")
+        done = cli.finish(launch, timeout=60)
+    finally:
+        launch.kill()
+    document = done.json()
+    assert done.exit_code == 1, done.stderr
+    first = document["first_failure"]
+    assert (first["node"], first["how"], first["rank"]) == ("node02", "hung", 1)
+    assert "stopped (state T)" in first["detail"] and "train.py" in first["detail"]
+    assert left_running(sim) == {}
+
+
+def test_ctrl_c_on_the_head_ends_the_run_on_every_node(make_cluster, cli, torch_env):
+    sim = make_cluster(2)
+    launch = start(cli, sim)
+    try:
+        wait_for(launch, "node02 | rank 1 step 20")
+        launch.send_signal(signal.SIGINT)
+        done = cli.finish(launch, timeout=60)
+    finally:
+        launch.kill()
+    document = done.json()
+    assert done.exit_code == 130 and document["interrupted"], done.stderr
+    assert {e["how"] for e in document["endings"]} == {"stopped"}
+    assert left_running(sim) == {}
+
+
+def test_a_node_unreachable_at_the_start_starts_nothing_and_is_named(make_cluster, cli):
+    sim = make_cluster(3)
+    sim.node("node03").stop()
+    done = cli(*launch_args(sim, "--raw", "--", "sleep 60"))
+    assert done.exit_code == 1
+    assert "node03: could not be reached: nothing was started" in done.stdout
+    relaunch = next(line for line in done.stdout.splitlines() if "launch without them" in line)
+    assert "clusterprep launch --exclude node03 " in relaunch
+    assert relaunch.endswith(f"-F {sim.ssh_config} -- 'sleep 60'")
+    assert left_running(sim) == {}
+
+
+def test_a_stale_process_on_the_master_port_is_named_and_kill_stale_ends_it(
+        make_cluster, cli):
+    sim = make_cluster(2)
+    args = launch_args(sim, "--json")
+    port = args[args.index("--master-port") + 1]
+    head = sim.node("node01")
+    head.run(f"setsid python3 -m http.server {port} >/dev/null 2>&1 < /dev/null & "
+             f"sleep 1; echo $! > ~/holder.pid")
+    holder = int(head.run("cat ~/holder.pid").stdout)
+    try:
+        refused = cli(*args, "--raw", "--", "true").json()
+        assert not refused["ok"] and refused["endings"] == []
+        assert [(p["node"], p["pid"], p["why"]) for p in refused["stale"]] == [
+            ("node01", holder, f"listens on the master port {port}")]
+        done = cli(*args, "--kill-stale", "--raw", "--",
+                   'echo "$NODE_RANK of $NNODES, master $MASTER_ADDR:$MASTER_PORT"')
+        document = done.json()
+        assert done.exit_code == 0 and document["stale_killed"], done.stdout + done.stderr
+        assert f"node02 | 1 of 2, master node01:{port}" in done.stderr
+    finally:
+        head.run(f"kill -9 {holder} 2>/dev/null; true")
+
+
+def test_dry_run_prints_every_nodes_command_line_and_excluded_nodes_leave_the_order(
+        make_cluster, cli):
+    sim = make_cluster(3)
+    done = cli(*launch_args(sim, "--dry-run", "--exclude", "node01", "--nproc-per-node", "2",
+                            "--", "train.py", "--steps", "9"))
+    assert done.exit_code == 0, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if " && " in line]
+    assert [line.split(":")[0] for line in lines] == ["node02", "node03"]
+    assert "--nnodes 2 --node_rank 1 --master_addr node03" not in lines[1]
+    assert "--nnodes 2 --node_rank 1 --master_addr node02" in lines[1]
+    assert lines[1].endswith("--nproc_per_node 2 --max_restarts 0 train.py --steps 9")
+    assert not (sim.root / "logs").exists()
+
+
+def test_bad_launch_input_is_refused_before_any_node_is_touched(cli, tmp_path):
+    nothing = cli("launch", "-n", "localhost")
+    assert nothing.exit_code == 2 and "nothing to launch" in nothing.stderr
+    unknown = cli("launch", "-n", "localhost", "--exclude", "gpu7", "--", "train.py")
+    assert unknown.exit_code == 2 and "--exclude names gpu7" in unknown.stderr
