@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import faultkit
-from conftest import SRC
+from polls import until
 
 
 def cluster_args(sim, config=None) -> list[str]:
@@ -114,39 +112,29 @@ def test_proxyjump_shares_one_connection_to_the_bastion(cli, make_cluster, tmp_p
     nodes.write_text("".join(f"hidden-{n.name}\n" for n in sim.nodes[1:]))
     base = ["-n", str(nodes), "-F", str(config)]
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "clusterprep", "run", *base, "--json", "sleep 3; hostname"],
-        env={"PYTHONPATH": str(SRC), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-             "HOME": str(tmp_path)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 30  # until every hidden node is connected, however slowly
-    while not all(faultkit.session_sshds(n) for n in sim.nodes[1:]):
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.05)
+    process = cli.start("run", *base, "--json", "sleep 3; hostname")
+    until(lambda: all(faultkit.session_sshds(n) for n in sim.nodes[1:]) or process.poll(),
+          "every hidden node is connected")
+    assert process.poll() is None
     to_bastion = subprocess.run(
         ["ss", "-Htn", "state", "established", f"( sport = :{bastion.port} )",
          "src", bastion.address], capture_output=True, text=True).stdout
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err
-    assert [n["stdout"] for n in json.loads(out)["nodes"]] == ["node02\n", "node03\n", "node04\n"]
+    result = cli.finish(process, timeout=60)
+    assert result.exit_code == 0, result.stderr
+    assert [n["stdout"] for n in result.json()["nodes"]] == ["node02\n", "node03\n", "node04\n"]
     assert len(to_bastion.splitlines()) == 1, to_bastion
 
 
-def test_ctrl_c_keeps_the_output_of_nodes_that_finished(make_cluster, tmp_path):
+def test_ctrl_c_keeps_the_output_of_nodes_that_finished(make_cluster, cli):
     sim = make_cluster(3)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "clusterprep", "run", *cluster_args(sim), "--json",
-         'echo "hello from $(hostname)"; [ "$(hostname)" = node01 ] || sleep 60'],
-        env={"PYTHONPATH": str(SRC), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-             "HOME": str(tmp_path)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    time.sleep(2.5)
+    process = cli.start("run", *cluster_args(sim), "--json",
+                        'echo "hello from $(hostname)"; [ "$(hostname)" = node01 ] || sleep 60')
+    until(lambda: all("sleep 60" in sim.node(name).run("ps -eo args").stdout
+                      for name in ("node02", "node03")), "node02 and node03 run the command")
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=30)
-    assert process.returncode == 130, err
-    document = json.loads(out)
+    interrupted = cli.finish(process, timeout=30)
+    assert interrupted.exit_code == 130, interrupted.stderr
+    document = interrupted.json()
     assert document["interrupted"] is True and document["ok"] is False
     rows = {n["node"]: n for n in document["nodes"]}
     assert rows["node01"]["stdout"] == "hello from node01\n" and rows["node01"]["exit_code"] == 0

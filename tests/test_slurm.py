@@ -10,14 +10,10 @@ module's `cli` adds `--slurm-job JOB` to every command that names a Slurm cluste
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -31,7 +27,7 @@ import test_run
 import test_up
 import test_wandb
 import test_weights
-from conftest import SRC
+from polls import until
 from test_check import checked_cluster  # noqa: F401  (fixtures the stories use)
 from test_lock import slow_recipe  # noqa: F401
 from test_up import venv_setup  # noqa: F401
@@ -263,26 +259,23 @@ def test_a_step_past_its_timeout_is_cancelled_and_leaves_no_process_on_any_node(
     for entry in result.json()["nodes"]:
         assert entry["error"]["kind"] == "command-timeout" and entry["stdout"] == "started\n"
     assert node_processes(cluster4, "sleep 3") == {n.name: [] for n in cluster4.nodes}
-    deadline = time.monotonic() + 15  # slurmctld lists a cancelled step a moment longer
-    while "clusterprep" in slurm.client("squeue", "--noheader", "--steps", f"--jobs={job}",
-                                        "--format=%j").stdout:
-        assert time.monotonic() < deadline, "the cancelled step is still listed"
-        time.sleep(0.2)
+    until(lambda: "clusterprep" not in slurm.client(  # slurmctld lists it a moment longer
+        "squeue", "--noheader", "--steps", f"--jobs={job}", "--format=%j").stdout,
+        "the cancelled step is no longer listed", within=15, every=0.2)
 
 
-def test_ctrl_c_cancels_the_step_on_every_node_and_keeps_what_finished(cluster4, tmp_path):
+def test_ctrl_c_cancels_the_step_on_every_node_and_keeps_what_finished(cluster4, cli):
     slurm, job = slurm_of(cluster4)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "clusterprep", "run", "--slurm-job", job, "-n",
-         str(cluster4.nodes_file), "--json",
-         'echo "hello from $(hostname)"; [ "$(hostname)" = node01 ] || sleep 60'],
-        env={**os.environ, **slurm.env, "PYTHONPATH": str(SRC), "HOME": str(tmp_path)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    process = cli.start("run", "--slurm-job", job, "-n", str(cluster4.nodes_file), "--json",
+                        'echo "hello from $(hostname)"; [ "$(hostname)" = node01 ] || sleep 60',
+                        env=slurm.env)
+    until(lambda: all(node_processes(cluster4, "sleep 60")[name]
+                      for name in ("node02", "node03", "node04")),
+          "the step runs on node02-node04", within=60)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
-    rows = {n["node"]: n for n in json.loads(out)["nodes"]}
+    interrupted = cli.finish(process, timeout=60)
+    assert interrupted.exit_code == 130, interrupted.stderr
+    rows = {n["node"]: n for n in interrupted.json()["nodes"]}
     assert rows["node01"]["exit_code"] == 0 and rows["node01"]["stdout"] == "hello from node01\n"
     for name in ("node02", "node03", "node04"):
         assert (rows[name]["error"] or {}).get("kind") == "interrupted", rows[name]
@@ -385,17 +378,11 @@ def test_a_run_killed_outright_gives_its_own_allocation_back(cli, cluster4):
 
     run = cli.start("run", "--slurm", "-n", "node[02-03]", "sleep 60", env=slurm.env)
     try:
-        deadline = time.monotonic() + 60
-        while not own_jobs() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert own_jobs(), "the run never got its allocation"
+        until(own_jobs, "the run gets its allocation", within=60, every=0.2)
     finally:
         run.kill()  # SIGKILL: clusterprep cleans nothing up itself
         run.communicate()
-    deadline = time.monotonic() + 30
-    while own_jobs() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not own_jobs(), "the killed run's allocation is still held"
+    until(lambda: not own_jobs(), "the killed run's allocation is given back", every=0.2)
 
 
 def test_nodes_slurm_will_not_give_now_are_a_clear_error_not_a_wait(cli, cluster4):

@@ -7,12 +7,14 @@ an installer with Miniconda's command-line contract for repo.anaconda.com.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 import setupkit
+from polls import until
 from clusterprep.recipe import builtin_names, load_recipe
 from clusterprep.steps.env import install_script
 
@@ -202,27 +204,17 @@ def test_up_on_this_machine_alone_needs_no_ssh(cli, venv_setup, tmp_path):
     assert not (tmp_path / "home" / ".bashrc").exists()  # it did not exist before `up`
 
 
-def test_ctrl_c_stops_up_at_once_and_keeps_what_was_done(make_cluster, tmp_path, venv_setup):
-    import signal
-    import sys
-    import time
-
+def test_ctrl_c_stops_up_at_once_and_keeps_what_was_done(make_cluster, cli, venv_setup):
     sim = make_cluster(2)
     slow = venv_setup(sim.shared, extra=("sleep 60",))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "clusterprep", "up", *cluster_args(sim), "-r", str(slow),
-         "--json"],
-        env={"PYTHONPATH": str(Path(__file__).parent.parent / "src"), "HOME": str(tmp_path),
-             "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = cli.start("up", *cluster_args(sim), "-r", str(slow), "--json")
     log = sim.shared / ".clusterprep" / "logs" / "env.log"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (log.exists() and "hello" in log.read_text()):
-        time.sleep(0.2)  # until the install commands run (the wheel first, then the sleep)
+    until(lambda: log.exists() and "hello" in log.read_text(),
+          "the install commands run (the wheel first, then the sleep)", within=60, every=0.2)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=30)
-    assert process.returncode == 130, err
-    document = json.loads(out)
+    interrupted = cli.finish(process, timeout=30)
+    assert interrupted.exit_code == 130, interrupted.stderr
+    document = interrupted.json()
     assert document["interrupted"] is True and document["ok"] is False
     assert set(states(document, "shell").values()) == {"changed"}  # done before Ctrl-C: kept
     assert states(document, "env")["node01"] == "failed"

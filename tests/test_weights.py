@@ -20,6 +20,7 @@ import pytest
 
 import faultkit
 import hubcache
+from polls import until
 from clusterprep import probes
 from clusterprep.fleet import Fleet, SshOptions
 from clusterprep.fleet.choose import backend_for
@@ -237,6 +238,12 @@ def test_verify_full_tells_how_far_each_nodes_hashing_has_got(cli, nodes, stagin
     assert seen.done == set(names)
 
 
+def probes_running(sim) -> dict[str, list[str]]:
+    """The clusterprep probes (receivers, the lock's holder...) still running on each node."""
+    return {node.name: [line for line in node.run("ps -eo args").stdout.splitlines()
+                        if "exec(compile(sys.stdin" in line] for node in sim.nodes}
+
+
 @pytest.fixture
 def slow_sync(cli, nodes, staging):
     """Starts `weights sync --json` at 3 MB/s (11.5 MB: about 4 s, time enough to interrupt
@@ -268,10 +275,10 @@ def slow_sync(cli, nodes, staging):
 def test_a_sync_killed_half_way_leaves_no_partial_file_under_a_final_name(cli, nodes, staging,
                                                                            slow_sync):
     sync = slow_sync()
-    time.sleep(0.5)
     sync.send_signal(signal.SIGKILL)
     sync.communicate()
-    time.sleep(1)  # the nodes see their head go (the cluster lock ends its commands there)
+    until(lambda: not any(probes_running(nodes).values()),
+          "the nodes see their head go (the cluster lock ends its commands there)")
     caches = [node.home / DEFAULT_CACHE for node in nodes.nodes]
     expected = staged_tree(staging)
 
@@ -369,7 +376,7 @@ def test_ctrl_c_during_a_sync_reports_what_was_done_and_leaves_no_partial_file(
     document = interrupted.json()
     assert document["interrupted"] is True and document["ok"] is False
     assert 0 < document["sent_bytes"] < document["planned_bytes"]  # what was sent, not planned
-    time.sleep(0.5)
+    until(lambda: not any(probes_running(nodes).values()), "the nodes' receivers end")
     expected = staged_tree(staging)
     for cache in (node.home / DEFAULT_CACHE for node in nodes.nodes):
         for path, what in tree(cache).items():
