@@ -84,7 +84,7 @@ def test_a_half_copied_staging_cache_is_refused_then_completed_keeping_what_is_t
 
     refused = cli("weights", "sync", "-n", "localhost", "--staging", str(staging),
                   "--repo", "org/alpha")
-    assert refused.exit_code == 2 and "not staged whole" in refused.stderr
+    assert refused.exit_code == 2 and "with no record of being staged" in refused.stderr
 
     done = stage_cli(cli, staging, "--from-cache", str(source), "--repo", "org/alpha")
 
@@ -377,3 +377,92 @@ def test_a_placement_never_serves_a_node_another_nodes_path_nor_replaces_a_file(
         "move it away"}
     assert (cluster.shared / "code" / "pretrained_models" / CKPT).read_bytes() == \
         b"someone's own copy"
+
+
+# -- the tutorial's own staging: `cp -r` of a hub cache, then sync ---------------------------
+
+def copied_by_hand(tmp_path: Path) -> Path:
+    """The tutorial's staging: a whole hub cache `cp -r`'d into the shared folder."""
+    source = hubcache.build_hub_cache(tmp_path / "home-cache")
+    staging = tmp_path / "opensora_hub_ckpts"
+    subprocess.run(["cp", "-r", str(source), str(staging)], check=True)
+    return staging
+
+
+def over(cli, sim, action: str, staging: Path, *extra: str):
+    """`weights ACTION` over the simulated cluster, with no recipe."""
+    return cli("weights", action, "-n", str(sim.nodes_file), "-F", str(sim.ssh_config),
+               "--staging", str(staging), *extra)
+
+
+def test_the_tutorials_cp_r_is_adopted_in_place_offline_then_synced(cli, cluster, tmp_path):
+    staging = copied_by_hand(tmp_path)
+    repos = ("--repo", "org/alpha", "--repo", "org/beta")
+    adopt = (f"clusterprep weights stage --from-cache {staging} --repo org/alpha@main "
+             f"--repo org/beta@main --staging {staging}")
+
+    for action in ("sync", "verify"):
+        refused = over(cli, cluster, action, staging, *repos)
+        assert refused.exit_code == 2
+        assert "org/alpha@main, org/beta@main are in" in refused.stderr
+        assert "no record of being staged and checked" in refused.stderr
+        assert adopt in refused.stderr
+    # Without --from-cache, `stage` would download from the Hub: it says so and does not.
+    no_download = stage_cli(cli, staging, *repos, env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert no_download.exit_code == 1
+    assert [r["error"] for r in no_download.json()["repos"]] == [
+        f"org/{name}@main is in {staging} with no record of being staged and checked (copied "
+        "there by hand, as the tutorial's `cp -r` does): check and adopt what is there in "
+        f"place, offline, with `clusterprep weights stage --from-cache {staging} --repo "
+        f"org/{name}@main --staging {staging}`; nothing was downloaded"
+        for name in ("alpha", "beta")]
+    inodes = {p: p.stat().st_ino for p in staging.rglob("*")
+              if p.is_file() and not p.is_symlink()}
+
+    adopted = stage_cli(cli, staging, "--from-cache", str(staging), *repos)
+
+    assert adopted.exit_code == 0, adopted.stdout + adopted.stderr
+    document = adopted.json()["repos"]
+    assert [(r["action"], r["files"], r["bytes"]) for r in document] == [
+        ("adopted", 3, 0), ("adopted", 2, 0)]
+    needed = [*(staging / ALPHA / "snapshots" / hubcache.ALPHA_MAIN).rglob("*"),
+              *(staging / "models--org--beta" / "snapshots" / hubcache.BETA_MAIN).rglob("*")]
+    assert sum(r["hashed_bytes"] for r in document) == \
+        sum(p.stat().st_size for p in needed if p.is_file())  # each blob read once
+    assert all(p.stat().st_ino == inode for p, inode in inodes.items())  # nothing copied
+    again = stage_cli(cli, staging, "--from-cache", str(staging), *repos)
+    assert [r["action"] for r in again.json()["repos"]] == ["present", "present"]
+
+    synced = over(cli, cluster, "sync", staging, *repos, "--json")
+
+    assert synced.exit_code == 0, synced.stdout + synced.stderr
+    for node in cluster.nodes:
+        assert files_in(node.home / CACHE) == {
+            "config.json", "model.safetensors", "vae/diffusion/weights.bin",
+            "tokenizer/tokenizer.json", "text_encoder/pytorch_model.bin"}, node.name
+
+
+def test_a_hand_copied_file_that_is_damaged_or_gone_is_named_and_its_repo_not_adopted(
+        cli, tmp_path):
+    staging = copied_by_hand(tmp_path)
+    model = staging / ALPHA / "blobs" / MAIN_MODEL
+    garbled = bytearray(model.read_bytes())
+    garbled[1000] ^= 0xFF
+    model.write_bytes(bytes(garbled))
+    tokenizer = staging / "models--org--beta" / "blobs" / hubcache.git_blob_sha1(
+        b'{"vocab": []}\n')
+    tokenizer.unlink()
+
+    shown = cli("weights", "stage", "--staging", str(staging), "--from-cache", str(staging),
+                "--repo", "org/alpha", "--repo", "org/beta")
+
+    assert shown.exit_code == 1
+    assert "checked in place:" in shown.stdout and "hashed against the blobs' names" in \
+        shown.stdout
+    failed = stage_cli(cli, staging, "--from-cache", str(staging), "--repo", "org/alpha",
+                       "--repo", "org/beta").json()["repos"]
+    assert f"1 of its 3 files do not hash to their blob's name (model.safetensors " \
+           f"(blobs/{MAIN_MODEL}))" in failed[0]["error"]
+    assert f"1 of its 2 files link to a blob that is not there (tokenizer/tokenizer.json " \
+           f"(blobs/{tokenizer.name}))" in failed[1]["error"]
+    assert records(staging) == []

@@ -47,7 +47,9 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
                     "what arrived whole. Skips repos already staged whole.")
     stage_parser.add_argument(
         "--from-cache", nargs="?", const="", default=None, metavar="DIR",
-        help="copy from this hub cache (default: this machine's own) instead of downloading")
+        help="copy from this hub cache (default: this machine's own) instead of downloading; "
+             "the staging folder itself (a cache copied there by hand, as the tutorial's "
+             "`cp -r`) is checked and adopted in place, nothing copied")
     stage_parser.add_argument("--json", action="store_true",
                               help="print one JSON object on stdout")
     stage_parser.set_defaults(handler=cmd_weights_stage)

@@ -84,7 +84,13 @@ def stage_table(results: list[StageResult], staging: str) -> None:
         action = f"[red]{r.action}[/]: {escape(r.error)}" if r.error else r.action
         table.add_row(r.repo.id, r.repo.revision, (r.commit or "-")[:12], action,
                       str(r.files) if r.files else "-", _size(r.bytes) if r.bytes else "-")
-    stdout_console().print(table)
+    out = stdout_console()
+    out.print(table)
+    hashed = sum(r.hashed for r in results)
+    if hashed:
+        seconds = sum(r.seconds for r in results)
+        out.print(f"checked in place: {_size(hashed)} hashed against the blobs' names in "
+                  f"{seconds:.1f} s", highlight=False)
 
 
 def stage_document(results: list[StageResult], staging: str) -> dict[str, Any]:
@@ -92,7 +98,8 @@ def stage_document(results: list[StageResult], staging: str) -> dict[str, Any]:
         "ok": all(r.error is None for r in results),
         "staging": staging,
         "repos": [{"repo": r.repo.id, "revision": r.repo.revision, "commit": r.commit,
-                   "action": r.action, "files": r.files, "bytes": r.bytes, "error": r.error}
+                   "action": r.action, "files": r.files, "bytes": r.bytes,
+                   "hashed_bytes": r.hashed, "seconds": round(r.seconds, 3), "error": r.error}
                   for r in results],
     }
 

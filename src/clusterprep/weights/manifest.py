@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clusterprep import suggest
 from clusterprep.errors import ClusterprepError
-from clusterprep.weights.record import aside_path, committed
+from clusterprep.weights.record import adopt_advice, aside_path, committed, unrecorded
 from clusterprep.weights.spec import RepoRef
 
 HASH_CACHE = ".clusterprep-manifest.json"
@@ -107,11 +108,15 @@ class HashCache:
 
     def sha256(self, path: Path) -> str:
         """The file's sha256, hashed only when it changed since it was last hashed."""
+        return self.known_sha256(path) or self.remember(path, sha256_file(path))
+
+    def known_sha256(self, path: Path) -> str | None:
+        """The sha256 hashed when the file was as it is now (size, mtime); None: unknown."""
         rel, st = os.path.relpath(path, self.staging), path.stat()
         known = self.learned.get(rel) or self.known.get(rel)
         if known is not None and known[:2] == [st.st_size, st.st_mtime_ns]:
             return known[2]
-        return self.remember(path, sha256_file(path))
+        return None
 
     def remember(self, path: Path, sha: str) -> str:
         """Note `sha` as the hash of `path` as it is now (hashed while it was written)."""
@@ -130,11 +135,11 @@ def build(staging: Path, repos: tuple[RepoRef, ...]) -> Manifest:
     hashes = HashCache(staging)
     entries: dict[str, Entry] = {}
     commits: dict[RepoRef, str] = {}
+    records = {repo: committed(staging, repo) for repo in repos}
+    _all_staged(staging, [repo for repo, record in records.items() if record is None])
     for repo in repos:
-        record = committed(staging, repo)
-        if record is None:
-            raise StagingError(f"{repo} is not staged whole in {staging}: run "
-                               f"`clusterprep weights stage --repo {repo.id}@{repo.revision}`")
+        record = records[repo]
+        assert record is not None
         commits[repo] = record.commit
         ref = staging / repo.folder / "refs" / repo.revision
         if ref.is_file():
@@ -148,6 +153,18 @@ def build(staging: Path, repos: tuple[RepoRef, ...]) -> Manifest:
     hashes.save()
     ordered = sorted(entries.values(), key=lambda e: (e.kind != FILE, e.path))
     return Manifest(staging, repos, tuple(ordered), commits)
+
+
+def _all_staged(staging: Path, absent: list[RepoRef]) -> None:
+    """Raise for the repos not staged whole: those copied in by hand first, with the command
+    that adopts them offline; then those to stage."""
+    if not absent:
+        return
+    by_hand = [repo for repo in absent if unrecorded(staging, repo)]
+    if by_hand:
+        raise StagingError(adopt_advice(staging, by_hand))
+    raise StagingError(f"{absent[0]} is not staged whole in {staging}: run `"
+                       + suggest.command("weights", "stage", "--repo", str(absent[0])) + "`")
 
 
 def _file_entry(staging: Path, path: Path, hashes: HashCache) -> Entry:

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clusterprep import suggest
 from clusterprep.weights.spec import RepoRef
 
 RECORDS = ".clusterprep-staged"
@@ -107,6 +108,26 @@ def committed(staging: Path, ref: RepoRef) -> StagedRevision | None:
         except OSError:
             return None
     return record
+
+
+def unrecorded(staging: Path, ref: RepoRef) -> bool:
+    """Whether the staging cache holds `ref`'s revision (its ref or snapshot folder) without
+    a record that it was staged whole: a cache put there by hand, as the tutorial's `cp -r`."""
+    repo_dir = staging / ref.folder
+    commit = resolve_revision(repo_dir, ref.revision) if repo_dir.is_dir() else None
+    return (commit is not None and (repo_dir / "snapshots" / commit).is_dir()
+            and committed(staging, ref) is None)
+
+
+def adopt_advice(staging: Path, refs: Iterable[RepoRef]) -> str:
+    """What to say of repos found in the staging cache with no record: the offline command
+    that checks them where they lie and records them (never a download first)."""
+    refs = list(refs)
+    repos = [word for ref in refs for word in ("--repo", str(ref))]
+    return (f"{', '.join(map(str, refs))} {'is' if len(refs) == 1 else 'are'} in {staging} "
+            "with no record of being staged and checked (copied there by hand, as the "
+            "tutorial's `cp -r` does): check and adopt what is there in place, offline, with "
+            f"`{suggest.command('weights', 'stage', '--from-cache', str(staging), *repos)}`")
 
 
 def aside_path(final: Path) -> Path:

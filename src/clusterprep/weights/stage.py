@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from clusterprep.weights.record import StagedRevision, aside_path, resolve_revis
 from clusterprep.weights.spec import RepoRef
 
 PRESENT, COPIED, DOWNLOADED, FAILED = "present", "copied", "downloaded", "failed"
-INTERRUPTED = "interrupted"
+ADOPTED, INTERRUPTED = "adopted", "interrupted"
 CHUNK = 1 << 20
 _GIT_SHA1_NAME = 40
 
@@ -47,8 +48,10 @@ class StageResult:
     action: str
     commit: str | None = None
     files: int = 0
-    bytes: int = 0
+    bytes: int = 0                  # copied or downloaded
     error: str | None = None
+    hashed: int = 0                 # bytes read to check files against their names
+    seconds: float = 0.0
 
 
 def local_hub_cache() -> Path:
@@ -65,8 +68,10 @@ def stage(
     from_cache: Path | None = None,
     on_file: OnFile | None = None,
 ) -> list[StageResult]:
-    """Stage every repo not yet staged whole; one result per repo, in order."""
+    """Stage every repo not yet staged whole; one result per repo, in order. With
+    `from_cache` the staging cache itself, what is there is adopted in place (`_adopt`)."""
     staging.mkdir(parents=True, exist_ok=True)
+    in_place = from_cache is not None and from_cache.resolve() == staging.resolve()
     hashes = HashCache(staging)
     results = []
     try:
@@ -77,17 +82,25 @@ def stage(
                                            len(record.needed(repo))))
                 continue
             records.remove_stale_asides([staging / repo.folder, staging / records.RECORDS])
+            started = time.monotonic()
             try:
-                if from_cache is not None:
-                    results.append(_copy_from_cache(from_cache, staging, repo, hashes, on_file))
+                if in_place:
+                    result = _adopt(staging, repo, hashes)
+                elif from_cache is not None:
+                    result = _copy_from_cache(from_cache, staging, repo, hashes, on_file)
+                elif records.unrecorded(staging, repo):
+                    raise StagingError(records.adopt_advice(staging, [repo]) +
+                                       "; nothing was downloaded")
                 else:
-                    results.append(_download(staging, repo, hashes))
+                    result = _download(staging, repo, hashes)
             except (OSError, ClusterprepError) as e:
-                results.append(StageResult(repo, FAILED, error=str(e)))
+                result = StageResult(repo, FAILED, error=str(e))
             except KeyboardInterrupt:
                 results.append(StageResult(repo, INTERRUPTED, error="interrupted: not staged "
                                            "(what arrived whole is kept for the next run)"))
                 break
+            result.seconds = time.monotonic() - started
+            results.append(result)
     finally:
         hashes.save()
     return results
@@ -110,12 +123,72 @@ def _commit(staging: Path, repo: RepoRef, revision: StagedRevision) -> None:
     """The commit point: the record (with what an older one had staged), then the ref."""
     revision = revision.merged(records.load(staging, repo, revision.commit))
     records.save(staging, repo, revision)
-    if repo.revision != revision.commit:
-        ref = staging / repo.folder / "refs" / repo.revision
+    ref = staging / repo.folder / "refs" / repo.revision
+    if repo.revision != revision.commit and not (
+            ref.is_file() and ref.read_text().strip() == revision.commit):
         ref.parent.mkdir(parents=True, exist_ok=True)
         aside = aside_path(ref)
         aside.write_text(revision.commit)
         os.replace(aside, ref)
+
+
+# -- in place: a cache copied into the staging folder by hand --------------------------------
+
+def _adopt(staging: Path, repo: RepoRef, hashes: HashCache) -> StageResult:
+    """Check one revision where it lies (every needed file's link and blob, each blob hashed
+    against its name in one read), then record it; nothing is copied. A missing or damaged
+    file is named, and the repo is not recorded."""
+    repo_dir = staging / repo.folder
+    commit = resolve_revision(repo_dir, repo.revision) if repo_dir.is_dir() else None
+    if commit is None or not (repo_dir / "snapshots" / commit).is_dir():
+        raise StagingError(f"{repo} is not in {staging}: nothing to adopt; stage it from the "
+                           "Hub (without --from-cache) or from a cache that holds it")
+    blobs = _snapshot_blobs(repo_dir / "snapshots" / commit, repo_dir)
+    needed = repo.select(sorted(blobs))
+    if not needed:
+        raise StagingError(f"{repo}: no file of its snapshot in {staging} matches "
+                           f"allow_patterns {list(repo.allow_patterns or [])}")
+    lacking = [f"{path} (blobs/{blobs[path].name})" for path in needed
+               if not blobs[path].is_file()]
+    result = StageResult(repo, ADOPTED, commit, len(needed))
+    damaged = []
+    for path in needed:
+        if blobs[path].is_file():
+            right, read = _check_blob(blobs[path], hashes)
+            result.hashed += read
+            if not right:
+                damaged.append(f"{path} (blobs/{blobs[path].name})")
+    if lacking or damaged:
+        result.action, result.error = FAILED, (
+            f"{repo} in {staging} is not adopted: "
+            + "; ".join(f"{len(paths)} of its {len(needed)} files {what} ({_some(paths)})"
+                        for paths, what in ((lacking, "link to a blob that is not there"),
+                                            (damaged, "do not hash to their blob's name"))
+                        if paths)
+            + ". Copy those files again (or stage from the Hub, without --from-cache) "
+              "and run again")
+        return result
+    listing = {path: (blob.name, blob.stat().st_size) for path, blob in blobs.items()
+               if blob.is_file()}
+    _commit(staging, repo, StagedRevision(repo.id, commit, listing, set(needed)))
+    return result
+
+
+def _check_blob(blob: Path, hashes: HashCache) -> tuple[bool, int]:
+    """Whether a blob hashes to its name (its sha256, or its git blob sha1), and the bytes
+    read to tell: one read gives both hashes, and the sha256 is remembered for the manifest
+    (a sha256-named blob unchanged since it was last hashed is not read again)."""
+    if SHA256_NAME.match(blob.name) and hashes.known_sha256(blob) is not None:
+        return hashes.known_sha256(blob) == blob.name, 0
+    size = blob.stat().st_size
+    digests = _digests(blob.name, size)
+    with open(blob, "rb") as reader:
+        while block := reader.read(CHUNK):
+            for digest in digests:
+                digest.update(block)
+    hashes.remember(blob, digests[0].hexdigest())
+    named = SHA256_NAME.match(blob.name) or len(blob.name) == _GIT_SHA1_NAME
+    return bool(named) and _matches(blob.name, digests), size
 
 
 # -- from a local hub cache -----------------------------------------------------------------
@@ -198,9 +271,7 @@ def _copy_blob(src: Path, dst: Path, hashes: HashCache) -> int:
 
 def _right(blob: Path, hashes: HashCache) -> bool:
     """Whether a blob's content hashes to its name (sha256, or git blob sha1)."""
-    if SHA256_NAME.match(blob.name):
-        return hashes.sha256(blob) == blob.name
-    return len(blob.name) != _GIT_SHA1_NAME or _git_sha1(blob) == blob.name
+    return _check_blob(blob, hashes)[0]
 
 
 def _git_sha1(path: Path) -> str:
