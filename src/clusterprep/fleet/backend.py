@@ -24,8 +24,8 @@ from clusterprep.fleet.transport import (
     CommandResult,
     OutputCallback,
     Transport,
-    uncancel_current_task,
 )
+from clusterprep.interrupts import acknowledge
 from clusterprep.inventory import Node
 
 Opening = Callable[[Node], bytes]
@@ -125,7 +125,7 @@ class Backend(ABC):
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
-            uncancel_current_task()
+            acknowledge()
         results = [
             task.result() if not task.cancelled()
             else CommandResult(node.name, None, error=NodeError(INTERRUPTED, "interrupted"))

@@ -59,8 +59,8 @@ from clusterprep.fleet.transport import (
     feed,
     hung,
     startup_failure,
-    uncancel_current_task,
 )
+from clusterprep.interrupts import acknowledge
 from clusterprep.inventory import Node
 
 CANCEL_WAIT = 15.0  # seconds for srun to end after its step was cancelled, before it is killed
@@ -157,7 +157,7 @@ class SlurmLauncher:
                 await step.run(stdin, stdin_stream, timeout)
             except asyncio.CancelledError:
                 interrupted = True
-                uncancel_current_task()
+                acknowledge()
             results.update({node.name: step.result(node) for node in pending})
             for host in step.launch_failures():  # not tried again in this invocation
                 self._unreachable[host] = step.launch_error(host)

@@ -207,14 +207,6 @@ def hung(host: str, silence: str, seconds: float) -> NodeError:
                            "long to wait)")
 
 
-def uncancel_current_task() -> None:
-    """We handled the cancellation (Ctrl-C) ourselves; undo it so later awaits work (3.11+)."""
-    task = asyncio.current_task()
-    uncancel = getattr(task, "uncancel", None)
-    if uncancel is not None:
-        uncancel()
-
-
 def startup_failure(result: CommandResult) -> NodeError:
     """The command never ran: the shell started for it exited first (the transport saw no sign
     of the command's start: over SSH, its session report), whatever status it exited with."""

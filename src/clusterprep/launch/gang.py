@@ -22,6 +22,7 @@ from clusterprep.errors import HUNG as HUNG_KIND
 from clusterprep.errors import PROBE_FAILED, NodeError
 from clusterprep.events import JsonLines
 from clusterprep.fleet import CommandResult, Fleet
+from clusterprep.interrupts import acknowledge
 from clusterprep.inventory import Node
 from clusterprep.launch.logs import RunLogs
 from clusterprep.launch.model import (
@@ -36,7 +37,6 @@ from clusterprep.launch.model import (
     Process,
 )
 from clusterprep.launch.plan import MARKER, LaunchPlan
-from clusterprep.smoke.cancel import acknowledge
 
 TAIL_LINES = 40
 STOP_MARGIN = 15.0  # beyond the grace: the supervisor's own SIGKILL wait and its report

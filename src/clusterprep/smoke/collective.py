@@ -27,8 +27,8 @@ from typing import Any
 from clusterprep.events import JsonLines
 from clusterprep.fleet import CommandResult, Fleet
 from clusterprep.fleet.gather import fold
+from clusterprep.interrupts import acknowledge
 from clusterprep.inventory import Node
-from clusterprep.smoke.cancel import acknowledge
 from clusterprep.smoke.model import CollectiveResult, Leftover, Problem, SizeResult
 from clusterprep.smoke.problems import unanswered
 

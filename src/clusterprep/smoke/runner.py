@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusterprep.fleet import Fleet
-from clusterprep.smoke.cancel import acknowledge
+from clusterprep.interrupts import acknowledge
 from clusterprep.smoke.collective import (
     DEFAULT_SIZES,
     CollectiveListener,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusterprep.fleet import Fleet
+from clusterprep.interrupts import acknowledge
 from clusterprep.weights.manifest import Manifest
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.receiver import NodeSync, Target
@@ -89,9 +90,7 @@ async def sync(
         except asyncio.CancelledError:
             # Ctrl-C: the transfer marked its unfinished nodes; report what was done.
             report.interrupted = fleet.interrupted = True
-            uncancel = getattr(asyncio.current_task(), "uncancel", None)
-            if uncancel is not None:
-                uncancel()
+            acknowledge()
         report.chains, report.mode = transfer.chains, _mode(transfer.chains)
         report.reforms, report.broken_links = transfer.reforms, transfer.broken_links
         report.planned_bytes, report.source_bytes = transfer.total, transfer.source_bytes
