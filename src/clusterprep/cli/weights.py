@@ -7,12 +7,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from clusterprep.activation import activate_script
 from clusterprep.cli import common
 from clusterprep.errors import UsageError
 from clusterprep.lock import local_lock
 from clusterprep.recipe import load_recipe
 from clusterprep.render import jsonout
+from clusterprep.fleet import Fleet
 from clusterprep.weights import placement
+from clusterprep.weights.load import then_load
 from clusterprep.weights.manifest import build as build_manifest
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.spec import RepoRef, WeightsSpec, WeightsSpecError, parse_repo_option
@@ -87,6 +90,10 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
                     "revisions. Exit status 1 when any file is missing or corrupt.")
     verify.add_argument("--full", action="store_true",
                         help="hash every file (default: sizes, and hashes of changed files)")
+    verify.add_argument("--load", action="store_true",
+                        help="then run the recipe's [[weights.load]] commands on every node, "
+                             "inside the env, in the code's folder, offline (without them: "
+                             "huggingface_hub resolves every staged file offline)")
     verify.set_defaults(handler=cmd_weights_verify)
 
 
@@ -167,10 +174,25 @@ def cmd_weights_verify(args: argparse.Namespace) -> int:
     manifest = build_manifest(spec.staging, spec.repos)
     wanted = placement.targets(manifest, spec.placements)
     inventory = common.inventory(args)
+    document = placement_render.document_with(weights_render.verify_document)
+    table = placement_render.table_with(weights_render.verify_table)
+
+    def verified(fleet: Fleet, progress: NodeBytesListener) -> Awaitable[Any]:
+        return placement.after(verify_weights(
+            fleet, manifest, full=args.full, timeout=args.timeout, listener=progress),
+            fleet, spec.code, wanted, place=False, timeout=args.timeout)
+
+    if not args.load:
+        return common.over_fleet(
+            args, inventory,
+            lambda fleet: _with_bytes_progress(args, lambda progress: verified(fleet, progress)),
+            common.shown(args, document, table))
+    recipe = load_recipe(args.recipe, args.shared_dir)
     return common.over_fleet(
         args, inventory,
-        lambda fleet: _with_bytes_progress(args, lambda progress: placement.after(verify_weights(
-            fleet, manifest, full=args.full, timeout=args.timeout, listener=progress),
-            fleet, spec.code, wanted, place=False, timeout=args.timeout)),
-        common.shown(args, placement_render.document_with(weights_render.verify_document),
-                     placement_render.table_with(weights_render.verify_table)))
+        lambda fleet: _with_bytes_progress(args, lambda progress: then_load(
+            verified(fleet, progress), fleet, spec.loads, manifest,
+            activate=activate_script(recipe.env), cwd=str(spec.code) if spec.code else None,
+            timeout=args.timeout)),
+        common.shown(args, weights_render.document_with_loads(document),
+                     weights_render.table_with_loads(table)))

@@ -3,6 +3,7 @@ or one JSON document with `--json`. Renderers only read the result objects."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn,
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from clusterprep.fleet.gather import fold
 from clusterprep.render.console import stderr_console, stdout_console
+from clusterprep.weights.load import LoadReport, Report, WithLoads
 from clusterprep.weights.receiver import NodeSync
 from clusterprep.weights.sync import SyncReport
 from clusterprep.weights.progress import NodeBytesListener
@@ -223,3 +225,67 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
                        "extra_revisions": r.extra_revisions} for r in n.repos],
         } for n in report.nodes],
     }
+
+
+def load_table(report: LoadReport) -> None:
+    """Per node and load: ok with its time, skipped, or failed with the loader's last lines
+    and what to do."""
+    out = stdout_console()
+    title = ("huggingface_hub resolves every staged file offline, in the env (the recipe has no "
+             "[[weights.load]])" if report.hub_check else "the recipe's loads, offline, in the env")
+    table = Table(title=title)
+    for column in ("node", "load", "state", "details"):
+        table.add_column(column)
+    for n in report.nodes:
+        if n.error is not None:
+            table.add_row(n.node, "-", "[red]error[/]", escape(f"{n.error.kind}: {n.error.message}"))
+            continue
+        for load in n.loads:
+            if load.state == "ok":
+                table.add_row(n.node, escape(load.name), "[green]ok[/]", f"{load.seconds:.1f} s")
+            elif load.state == "skipped":
+                table.add_row(n.node, escape(load.name), "skipped", "needs a GPU; none here")
+            else:
+                details = "\n".join([*load.tail, f"next: {load.next_step}"])
+                table.add_row(n.node, escape(load.name), f"[red]{load.state}[/]",
+                              escape(details))
+    out.print(table)
+    bad = [n.node for n in report.nodes if not n.ok]
+    if bad:
+        _err.print(f"[red]{len(bad)} of {len(report.nodes)} nodes cannot load every model:[/] "
+                   f"{fold(bad)}", soft_wrap=True)
+
+
+def load_document(report: LoadReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok, "interrupted": report.interrupted, "hub_check": report.hub_check,
+        "nodes": [{
+            "node": n.node, "ok": n.ok, "gpus": n.gpus,
+            "error": n.error.as_dict() if n.error else None,
+            "loads": [{"name": load.name, "state": load.state, "ok": load.ok,
+                       "seconds": load.seconds, "tail": load.tail, "next": load.next_step}
+                      for load in n.loads],
+        } for n in report.nodes],
+    }
+
+
+def table_with_loads(table: Callable[[Report], None]) -> Callable[[WithLoads[Report]], None]:
+    """`table` of the report, then the loads' table (when they ran)."""
+
+    def show(result: WithLoads[Report]) -> None:
+        table(result.report)
+        if result.loads is not None:
+            load_table(result.loads)
+
+    return show
+
+
+def document_with_loads(document: Callable[[Report], dict[str, Any]]
+                        ) -> Callable[[WithLoads[Report]], dict[str, Any]]:
+    """`document` of the report, with the loads, and `ok` for both."""
+
+    def build(result: WithLoads[Report]) -> dict[str, Any]:
+        return {**document(result.report), "ok": result.ok,
+                "loads": load_document(result.loads) if result.loads else None}
+
+    return build

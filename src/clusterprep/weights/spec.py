@@ -9,6 +9,12 @@ staging = "/shared/hf-hub"                              # default: {shared}/hf-h
 repo = "org/name"
 file = "model.pth"
 at = "pretrained_models/model.pth"
+
+[[weights.load]]                 # a command that loads models as the code does (verify --load)
+name = "vae"
+command = "python -c 'from diffusers import AutoencoderKL; ...'"
+timeout = 600                                          # seconds (default 600)
+gpu = false                      # true: only on nodes with a GPU
 ```
 
 `revision` defaults to "main"; without `allow_patterns` the whole repo is needed. The patterns
@@ -29,6 +35,8 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
 _REPO_KEYS = ("id", "revision", "allow_patterns")
 _PLACE_KEYS = ("repo", "file", "at")
+_LOAD_KEYS = ("name", "command", "timeout", "gpu")
+LOAD_TIMEOUT = 600.0
 
 
 class WeightsSpecError(ClusterprepError):
@@ -76,6 +84,17 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class Load:
+    """A command that loads models the way the training code does, run on every node inside
+    the env, in the code's folder, offline (`weights verify --load`)."""
+
+    name: str
+    command: str
+    timeout: float = LOAD_TIMEOUT
+    gpu: bool = False
+
+
+@dataclass(frozen=True)
 class WeightsSpec:
     """The repos every node must hold, where they are staged (a hub cache layout), and the
     files placed at paths of the code."""
@@ -84,16 +103,17 @@ class WeightsSpec:
     staging: Path
     placements: tuple[Placement, ...] = ()
     code: Path | None = None
+    loads: tuple[Load, ...] = ()
 
     @classmethod
     def from_table(cls, table: dict[str, Any], shared: Path, source: str,
                    code: Path | None = None) -> WeightsSpec:
         """Validate a `[weights]` TOML table; `source` names the file in every error. `code` is
         the recipe's `[repo] path`, which placements are relative to."""
-        unknown = sorted(set(table) - {"repos", "staging", "place"})
+        unknown = sorted(set(table) - {"repos", "staging", "place", "load"})
         if unknown:
             raise WeightsSpecError(source, f"[weights]: unknown key {unknown[0]!r} "
-                                           "(known: repos, staging, place)")
+                                           "(known: repos, staging, place, load)")
         repos = table.get("repos", [])
         if not isinstance(repos, list):
             raise WeightsSpecError(source, "[weights] repos must be a list of "
@@ -113,7 +133,13 @@ class WeightsSpec:
         placements = tuple(_placement_from_table(item, refs, code, source, i)
                            for i, item in enumerate(places, 1))
         _no_two_at_one_path(placements, source)
-        return cls(refs, path, placements, code)
+        loads = table.get("load", [])
+        if not isinstance(loads, list):
+            raise WeightsSpecError(source, "[weights] load must be an array of tables: "
+                                           "[[weights.load]] with name, command")
+        return cls(refs, path, placements, code,
+                   _unique_names([_load_from_table(item, source, i)
+                                  for i, item in enumerate(loads, 1)], source))
 
     def only(self, repos: tuple[RepoRef, ...], staging: Path | None) -> WeightsSpec:
         """This spec narrowed to `repos` (from `--repo`; a repo it lists keeps its
@@ -121,7 +147,7 @@ class WeightsSpec:
         known = {(r.id, r.revision): r for r in self.repos}
         chosen = tuple(known.get((r.id, r.revision), r) for r in repos)
         kept = tuple(p for p in self.placements if p.repo in chosen)
-        return WeightsSpec(chosen, staging or self.staging, kept, self.code)
+        return WeightsSpec(chosen, staging or self.staging, kept, self.code, self.loads)
 
 
 def _repo_from_table(item: object, source: str, index: int) -> RepoRef:
@@ -184,6 +210,36 @@ def _placement_from_table(item: object, repos: tuple[RepoRef, ...], code: Path |
         raise WeightsSpecError(source, f"{where}: `at` is a path of the code, and this recipe "
                                        "has no [repo] section saying where the code is")
     return Placement(repo, file, code / _relative(item["at"], source, f"{where}: at"))
+
+
+def _load_from_table(item: object, source: str, index: int) -> Load:
+    where = f"[[weights.load]] entry {index}"
+    if not isinstance(item, dict):
+        raise WeightsSpecError(source, f"{where}: expected a table with name, command")
+    unknown = sorted(set(item) - set(_LOAD_KEYS))
+    if unknown:
+        raise WeightsSpecError(source, f"{where}: unknown key {unknown[0]!r} "
+                                       f"(keys: {', '.join(_LOAD_KEYS)})")
+    for key in ("name", "command"):
+        if not isinstance(item.get(key), str) or not item[key].strip():
+            raise WeightsSpecError(source, f"{where}: {key} must be a non-empty string")
+    timeout = item.get("timeout", LOAD_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise WeightsSpecError(source, f"{where}: timeout must be a number of seconds above 0, "
+                                       f"not {timeout!r}")
+    gpu = item.get("gpu", False)
+    if not isinstance(gpu, bool):
+        raise WeightsSpecError(source, f"{where}: gpu must be true or false, not {gpu!r}")
+    return Load(item["name"], item["command"], float(timeout), gpu)
+
+
+def _unique_names(loads: list[Load], source: str) -> tuple[Load, ...]:
+    seen: set[str] = set()
+    for load in loads:
+        if load.name in seen:
+            raise WeightsSpecError(source, f"[[weights.load]] names two loads {load.name!r}")
+        seen.add(load.name)
+    return tuple(loads)
 
 
 def _relative(text: str, source: str, where: str) -> str:
