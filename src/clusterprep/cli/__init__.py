@@ -23,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clusterprep",
         description="Prepare a multi-node GPU cluster for distributed training, "
-                    "and prove every node is ready and identical.")
+                    "and prove every node is ready and identical.",
+        epilog="exit status: 0 done on every node; 1 a node failed, or something critical "
+               "was found; 2 bad input (options, recipe, nodes file); 75 another clusterprep "
+               "is changing the cluster (see --lock-wait); 130 interrupted (Ctrl-C)")
     parser.add_argument("--version", action="version", version=f"clusterprep {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     options = common.common_options()
