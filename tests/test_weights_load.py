@@ -40,7 +40,25 @@ def loaders() -> Path:
     return path
 
 
-def write_recipe(path: Path, shared: Path, env: Path, loads: bool = True) -> Path:
+WHERE_IT_RUNS = """
+[[weights.load]]
+name = "where it runs"
+command = 'test "$PWD" = {shared}/code && test "$HF_HUB_OFFLINE$TRANSFORMERS_OFFLINE$HF_DATASETS_OFFLINE" = 111'
+"""
+T5_AND_GPU = f"""
+[[weights.load]]
+name = "t5 encoder"
+command = "python -c \\"{LOAD_T5}\\""
+timeout = 120
+[[weights.load]]
+name = "on a GPU"
+command = "python -c 'import torch; assert torch.cuda.is_available()'"
+gpu = true
+"""
+
+
+def write_recipe(path: Path, shared: Path, env: Path, loads: str = WHERE_IT_RUNS + T5_AND_GPU
+                 ) -> Path:
     text = f"""
 [shared]
 dir = "{shared}"
@@ -56,20 +74,7 @@ path = "{{shared}}/code"
 [weights]
 repos = [{{ id = "{T5}" }}]
 """
-    if loads:
-        text += f"""
-[[weights.load]]
-name = "where it runs"
-command = 'test "$PWD" = {shared}/code && test "$HF_HUB_OFFLINE$TRANSFORMERS_OFFLINE$HF_DATASETS_OFFLINE" = 111'
-[[weights.load]]
-name = "t5 encoder"
-command = "python -c \\"{LOAD_T5}\\""
-timeout = 120
-[[weights.load]]
-name = "on a GPU"
-command = "python -c 'import torch; assert torch.cuda.is_available()'"
-gpu = true
-"""
+    text += loads.replace("{shared}", str(shared))
     path.write_text(text)
     return path
 
@@ -130,7 +135,7 @@ def test_every_node_loads_the_model_offline_and_a_node_that_lost_a_file_says_why
                                      f"clusterprep weights sync -r {recipe}")
     assert {found[n, "t5 encoder"]["state"] for n in ("node01", "node03", "node04")} == {"ok"}
 
-    plain = write_recipe(tmp_path / "plain.toml", cluster.shared, loaders, loads=False)
+    plain = write_recipe(tmp_path / "plain.toml", cluster.shared, loaders, loads="")
     hub_only = weights(cli, cluster, plain, "verify", "--load")
     assert hub_only.exit_code == 1
     assert hub_only.json()["loads"]["hub_check"] is True
@@ -138,6 +143,21 @@ def test_every_node_loads_the_model_offline_and_a_node_that_lost_a_file_says_why
     assert found["node01", "huggingface_hub offline"]["state"] == "ok"
     assert "org/tiny-t5@main: 1 of 2 files are not in" in \
         "\n".join(found["node02", "huggingface_hub offline"]["tail"])
+
+
+def test_check_runs_the_loads_too_unless_told_not_to(cli, cluster, loaders, tmp_path):
+    recipe = write_recipe(tmp_path / "recipe.toml", cluster.shared, loaders, WHERE_IT_RUNS)
+    (cluster.shared / "code").mkdir()
+    options = ("-r", str(recipe), "-n", str(cluster.nodes_file), "-F", str(cluster.ssh_config),
+               "--json")
+
+    checked = cli("check", *options, timeout=300).json()
+    skipped = cli("check", *options, "--no-load", timeout=300).json()
+
+    assert {(n["node"], load["name"], load["state"]) for n in checked["loads"]["nodes"]
+            for load in n["loads"]} == {(node.name, "where it runs", "ok")
+                                        for node in cluster.nodes}
+    assert skipped["loads"] is None
 
 
 @pytest.mark.parametrize("table, message", [

@@ -10,9 +10,11 @@ from clusterprep.activation import activate_script, interpreter_script
 from clusterprep.check.inspect import inspect
 from clusterprep.check.model import CheckReport
 from clusterprep.cli import common
+from clusterprep.fleet import Fleet
 from clusterprep.localfiles import write_atomically
 from clusterprep.recipe import load_recipe
 from clusterprep.render import console, jsonout
+from clusterprep.weights.load import WithLoads, then_load
 
 
 def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
@@ -33,29 +35,44 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
     check.add_argument("--gpu-diag", action="store_true",
                        help="also run DCGM's quick diagnostic (dcgmi diag -r 1, seconds to a "
                             "minute per node) where dcgmi is installed")
+    check.add_argument("--no-load", action="store_true",
+                       help="skip the recipe's [[weights.load]] commands (run by default when "
+                            "it has them: a ready node loads every model, offline)")
     check.set_defaults(handler=cmd_check)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from clusterprep.render import check_console, html
+    from clusterprep.render.weights import load_document, load_table
     recipe = load_recipe(args.recipe, args.shared_dir)
     inventory = common.inventory(args)
     activate = (activate_script(recipe.env) if args.python is None
                 else interpreter_script(args.python))
 
-    def show(report: CheckReport) -> None:
+    loads = () if args.no_load or recipe.weights is None else recipe.weights.loads
+
+    def show(result: WithLoads[CheckReport]) -> None:
+        report = result.report
         if args.html:
             write_atomically(Path(args.html), html.check_page(report).encode())
         if args.json:
-            jsonout.emit(jsonout.check_document(report, inventory.warnings))
+            jsonout.emit({**jsonout.check_document(report, inventory.warnings), "ok": result.ok,
+                          "loads": load_document(result.loads) if result.loads else None})
             return
         check_console.check_report(report)
+        if result.loads is not None:
+            load_table(result.loads)
         if args.html:
             console.note(f"report written to {args.html}")
 
-    return common.over_fleet(
-        args, inventory,
-        lambda fleet: inspect(fleet, recipe.checks, python=args.python or recipe.env.python,
-                              activate=activate, shared=recipe.shared_dir,
-                              timeout=args.timeout, gpu_diag=args.gpu_diag),
-        show)
+    async def gather(fleet: Fleet) -> WithLoads[CheckReport]:
+        checked = inspect(fleet, recipe.checks, python=args.python or recipe.env.python,
+                          activate=activate, shared=recipe.shared_dir,
+                          timeout=args.timeout, gpu_diag=args.gpu_diag)
+        if not loads:
+            return WithLoads(await checked)
+        return await then_load(checked, fleet, loads, None, activate=activate,
+                               cwd=recipe.repo.path if recipe.repo else None,
+                               timeout=args.timeout)
+
+    return common.over_fleet(args, inventory, gather, show)

@@ -228,24 +228,31 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
 
 
 def load_table(report: LoadReport) -> None:
-    """Per node and load: ok with its time, skipped, or failed with the loader's last lines
-    and what to do."""
+    """Per load, the nodes where it passed (folded, with their times) or was skipped; then per
+    node, each load that failed, with the loader's last lines and what to do."""
     out = stdout_console()
     title = ("huggingface_hub resolves every staged file offline, in the env (the recipe has no "
              "[[weights.load]])" if report.hub_check else "the recipe's loads, offline, in the env")
     table = Table(title=title)
     for column in ("node", "load", "state", "details"):
         table.add_column(column)
+    passed: dict[tuple[str, str], list[tuple[str, float]]] = {}  # (load, state) -> nodes
+    for n in report.nodes:
+        for load in n.loads:
+            if load.ok:
+                passed.setdefault((load.name, load.state), []).append((n.node, load.seconds))
+    for (name, state), where in passed.items():
+        times = sorted(seconds for _, seconds in where)
+        details = ("needs a GPU; none here" if state == "skipped" else
+                   f"{times[0]:.1f} s" if times[0] == times[-1] else
+                   f"{times[0]:.1f} to {times[-1]:.1f} s")
+        table.add_row(fold(node for node, _ in where), escape(name),
+                      "[green]ok[/]" if state == "ok" else state, details)
     for n in report.nodes:
         if n.error is not None:
             table.add_row(n.node, "-", "[red]error[/]", escape(f"{n.error.kind}: {n.error.message}"))
-            continue
         for load in n.loads:
-            if load.state == "ok":
-                table.add_row(n.node, escape(load.name), "[green]ok[/]", f"{load.seconds:.1f} s")
-            elif load.state == "skipped":
-                table.add_row(n.node, escape(load.name), "skipped", "needs a GPU; none here")
-            else:
+            if not load.ok:
                 details = "\n".join([*load.tail, f"next: {load.next_step}"])
                 table.add_row(n.node, escape(load.name), f"[red]{load.state}[/]",
                               escape(details))
