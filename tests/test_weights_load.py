@@ -8,6 +8,7 @@ simulated cluster's sshd nodes. Only the Hub is out of reach, and offline nothin
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 import hubcache
 import loadenv
-from clusterprep.recipe import load_recipe
+from clusterprep.recipe import load_recipe, read_text
 from clusterprep.weights.spec import WeightsSpecError
 from test_weights import nodes  # noqa: F401 (the fixture `cluster` builds on)
 from test_weights_stage import CACHE, cluster  # noqa: F401
@@ -174,3 +175,17 @@ def test_a_bad_load_table_names_the_file_and_the_entry(tmp_path, table, message)
     with pytest.raises(WeightsSpecError) as raised:
         load_recipe(str(recipe))
     assert str(raised.value).startswith(f"{recipe}: ") and message in str(raised.value)
+
+
+def test_every_opensora_load_names_the_lines_of_the_fork_it_loads_as():
+    recipe = load_recipe("opensora", "/shared")
+    assert [(load.name, load.gpu) for load in recipe.weights.loads] == [
+        ("vae (OpenSoraVAE_V1_2)", False), ("2-D vae (subfolder vae)", False),
+        ("t5 tokenizer", False), ("t5 encoder", False),
+        ("stage-1 checkpoint (torch.load)", False), ("test inference (1 frame, 1 step)", True)]
+    loads = read_text("opensora")[1].split("[[checks]]")[0].split("[[weights.load]]")[1:]
+    tables = [table.rsplit("\n\n", 1)[0] for table in loads]  # less the next table's comment
+    assert len(tables) == len(recipe.weights.loads)
+    for table in tables:
+        comment = " ".join(line for line in table.splitlines() if line.startswith("#"))
+        assert re.search(r"\.(py|md):\d+", comment), table
