@@ -41,11 +41,12 @@ def loaders() -> Path:
     return path
 
 
-WHERE_IT_RUNS = """
+WHERE_IT_RUNS = '''
 [[weights.load]]
 name = "where it runs"
-command = 'test "$PWD" = {shared}/code && test "$HF_HUB_OFFLINE$TRANSFORMERS_OFFLINE$HF_DATASETS_OFFLINE" = 111'
-"""
+command = """test "$PWD" = {shared}/code && \\
+    test "$HF_HUB_OFFLINE $TRANSFORMERS_OFFLINE $HF_DATASETS_OFFLINE" = '1 1 1'"""
+'''
 T5_AND_GPU = f"""
 [[weights.load]]
 name = "t5 encoder"

@@ -250,7 +250,8 @@ def load_table(report: LoadReport) -> None:
                       "[green]ok[/]" if state == "ok" else state, details)
     for n in report.nodes:
         if n.error is not None:
-            table.add_row(n.node, "-", "[red]error[/]", escape(f"{n.error.kind}: {n.error.message}"))
+            table.add_row(n.node, "-", "[red]error[/]",
+                          escape(f"{n.error.kind}: {n.error.message}"))
         for load in n.loads:
             if not load.ok:
                 details = "\n".join([*load.tail, f"next: {load.next_step}"])

@@ -82,14 +82,14 @@ def hub_check(manifest: Manifest) -> Load:
     """The load that stands in for a recipe's own: huggingface_hub, in the env, offline."""
     repos = [{"id": repo.id, "revision": repo.revision,
               "allow_patterns": list(repo.allow_patterns) if repo.allow_patterns else None,
-              "files": [path.split("/", 3)[3] for path in _snapshot_files(manifest, repo)]}
-             for repo in manifest.repos]
+              "files": _snapshot_files(manifest, repo)} for repo in manifest.repos]
     return Load(HUB_CHECK, f"python - {shlex.quote(json.dumps(repos))}", LOAD_TIMEOUT)
 
 
 def _snapshot_files(manifest: Manifest, repo: RepoRef) -> list[str]:
+    """The files of `repo` the manifest holds, as paths in its snapshot (`vae/config.json`)."""
     prefix = f"{repo.folder}/snapshots/{manifest.commits[repo]}/"
-    return [link.path for link in manifest.links if link.path.startswith(prefix)]
+    return [link.path[len(prefix):] for link in manifest.links if link.path.startswith(prefix)]
 
 
 @dataclass
