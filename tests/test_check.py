@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,8 @@ def checked_cluster(make_cluster, cli, tmp_path):
                 'expect = "^Python {env.python_version}"\n'
                 '\n[[checks]]\nname = "hello-cp"\nimport = "hello_cp"\n'
                 'expect = "^{pins.hello-cp}$"\n')
-    args = ["-n", str(sim.nodes_file), "-F", str(sim.ssh_config), "-r", str(recipe)]
+    # in the order clusterprep's suggestions give them
+    args = ["-r", str(recipe), "-n", str(sim.nodes_file), "-F", str(sim.ssh_config)]
     done = cli("up", *args, "--skip", "shell")
     assert done.exit_code == 0, done.stdout + done.stderr
     return sim, args
@@ -77,6 +79,7 @@ def test_a_package_in_one_nodes_user_site_is_caught_then_neutralised_by_up(
     site = setupkit.make_base_python(sim.shared / "conda-like")
     install_fake_distribution(site, "hello-cp", "1.0")
     python = ["--python", str(sim.shared / "conda-like" / "bin" / "python")]
+    up_shell = shlex.join(["clusterprep", "up", "--only", "shell", *args])
     node03 = sim.node("node03")
     install_fake_distribution(node03.home / ".local" / SITE, "hello-cp", "2.0")
 
@@ -92,7 +95,7 @@ def test_a_package_in_one_nodes_user_site_is_caught_then_neutralised_by_up(
     assert shadow["nodes"] == ["node03"] and "user site-packages" in list(shadow["values"])[1]
     assert shadow["advice"] == (
         f"on node03, `{python[1]} -m pip uninstall hello-cp` (it sits in /root/.local/{SITE}) "
-        "or export PYTHONNOUSERSITE=True (`clusterprep up --only shell` does)")
+        f"or export PYTHONNOUSERSITE=True (`{up_shell}` does)")
     assert found["package:hello-cp"]["advice"] == (
         f"on node03, hello-cp 2.0 comes from /root/.local/{SITE} (user site-packages), not "
         "from the env: see shadowed:hello-cp")
@@ -106,8 +109,9 @@ def test_a_package_in_one_nodes_user_site_is_caught_then_neutralised_by_up(
     assert "node[01-02,04] *" in table.stdout
     assert "node03: hello-cp: does not match" in " ".join(table.stdout.split())
 
-    # `up` exports PYTHONNOUSERSITE=True in every node's shell: the stray package is ignored.
-    assert cli("up", *args, "--only", "shell").exit_code == 0
+    # The advice, run as printed: `up` exports PYTHONNOUSERSITE=True in every node's shell,
+    # and the stray package is ignored.
+    assert cli(*shlex.split(up_shell)[1:]).exit_code == 0
     after = cli("check", *args, *python, "--json")
     assert after.exit_code == 0, after.stdout
     assert after.json()["findings"] == []
@@ -194,7 +198,8 @@ def test_a_node_missing_a_package_is_named(make_cluster, cli, tmp_path):
     assert missing["values"] == {"1.0": ["node01", "node03"], "(absent)": ["node02"]}
     assert missing["advice"] == (
         "install hello-cp 1.0 on node02: `/root/env/bin/python -m pip install 'hello-cp==1.0'` "
-        "(or `clusterprep up` where the recipe pins it)")
+        f"(or `clusterprep up -r {recipe} -n {sim.nodes_file} -F {sim.ssh_config}` where the "
+        "recipe pins it)")
 
 
 def test_an_unreachable_node_and_a_missing_env_are_named(checked_cluster, cli):
@@ -207,7 +212,8 @@ def test_an_unreachable_node_and_a_missing_env_are_named(checked_cluster, cli):
     by_node = {n["node"]: n for n in document["nodes"]}
     assert by_node["node02"]["error"]["kind"] == "refused"
     assert "/no/such/env/bin/python" in by_node["node01"]["error"]["message"]
-    assert "`clusterprep up` builds it" in by_node["node01"]["error"]["message"]
+    assert f"`{shlex.join(['clusterprep', 'up', *args])}` builds it" in \
+        by_node["node01"]["error"]["message"]
 
 
 def test_a_node_with_a_missing_gpu_or_another_driver_is_critical(checked_cluster, cli):

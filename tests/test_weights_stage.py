@@ -317,7 +317,8 @@ def test_the_checkpoint_is_placed_where_training_reads_it_on_every_node(cli, clu
     before_up = weights(cli, cluster, recipe, "sync")
     assert before_up.exit_code == 1
     assert {n["reason"] for n in before_up.json()["placements"][0]["nodes"]} == {
-        f"the code is not at {cluster.shared / 'code'} yet: run `clusterprep up`"}
+        f"the code is not at {cluster.shared / 'code'} yet: run `clusterprep up -r {recipe} "
+        f"-n {cluster.nodes_file} -F {cluster.ssh_config}`"}
     (cluster.shared / "code").mkdir()
 
     synced = weights(cli, cluster, recipe, "sync")
@@ -342,8 +343,8 @@ def test_the_checkpoint_is_placed_where_training_reads_it_on_every_node(cli, clu
     assert broken.exit_code == 1
     states = {n["node"]: n for n in broken.json()["placements"][0]["nodes"]}
     assert states["node02"]["state"] == "failed"
-    assert "is not in this node's cache: run `clusterprep weights sync`" in \
-        states["node02"]["reason"]
+    assert (f"is not in this node's cache: run `clusterprep weights sync -r {recipe} "
+            f"-n {cluster.nodes_file} -F {cluster.ssh_config}`") in states["node02"]["reason"]
     assert {states[n]["state"] for n in ("node01", "node03", "node04")} == {"ok"}
     assert weights(cli, cluster, recipe, "sync").exit_code == 0
 

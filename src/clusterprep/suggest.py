@@ -15,17 +15,19 @@ import os
 import shlex
 from dataclasses import dataclass, field
 
-# The options that decide what a command acts on, by argparse dest; paths among them are made
-# absolute, so the suggestion runs the same from another folder.
+# The options that decide what a command acts on, by argparse dest. The head's files among them
+# are made absolute, so the suggestion runs the same from another folder; --shared-dir is
+# absolute already and --python is a path on the nodes, so both are passed on as given.
 _DECIDING = ("recipe", "nodes", "ssh_config", "shared_dir", "staging", "python", "slurm",
              "slurm_job")
-_PATHS = ("recipe", "nodes", "ssh_config", "shared_dir", "staging", "python")
+_PATHS = ("recipe", "nodes", "ssh_config", "staging")
 
 
 @dataclass
 class _Invocation:
-    given: dict[str, str | bool] = field(default_factory=dict)      # dest -> value
-    accepts: dict[str, dict[str, str]] = field(default_factory=dict)  # "weights stage" -> dest -> flag
+    given: dict[str, str | bool] = field(default_factory=dict)  # dest -> value
+    # "weights stage" -> dest -> the option's strings, the one to write first ("-r", "--recipe")
+    accepts: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
 
 
 _invocation = _Invocation()
@@ -42,7 +44,7 @@ def remember(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if dest in _PATHS and isinstance(value, str) and _is_path(dest, value):
             value = os.path.abspath(os.path.expanduser(value))
         given[dest] = value
-    accepts: dict[str, dict[str, str]] = {}
+    accepts: dict[str, dict[str, tuple[str, ...]]] = {}
     _learn(parser, (), accepts)
     _invocation = _Invocation(given, accepts)
 
@@ -52,13 +54,13 @@ def command(*words: str) -> str:
     takes and its words do not already give, every word quoted for a shell."""
     path = _command_path(words)
     flags = _invocation.accepts.get(path, {})
-    present = set(words)
+    present = {word.split("=", 1)[0] for word in words if word.startswith("-")}
     extra: list[str] = []
     for dest, value in _invocation.given.items():
-        flag = flags.get(dest)
-        if flag is None or flag in present:
+        strings = flags.get(dest)
+        if strings is None or present.intersection(strings):
             continue
-        extra += [flag] if value is True else [flag, str(value)]
+        extra += [strings[0]] if value is True else [strings[0], str(value)]
     return shlex.join(["clusterprep", *words, *extra])
 
 
@@ -72,26 +74,21 @@ def _command_path(words: tuple[str, ...]) -> str:
 
 
 def _learn(parser: argparse.ArgumentParser, path: tuple[str, ...],
-           accepts: dict[str, dict[str, str]]) -> None:
-    flags: dict[str, str] = {}
+           accepts: dict[str, dict[str, tuple[str, ...]]]) -> None:
+    flags: dict[str, tuple[str, ...]] = {}
     for action in parser._actions:  # argparse keeps no public list of a parser's options
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 _learn(sub, (*path, name), accepts)
         elif action.dest in _DECIDING and action.option_strings:
-            flags[action.dest] = _short_or_long(action.option_strings)
+            # the short form first: the suggestion reads as the user most likely typed it
+            flags[action.dest] = tuple(sorted(action.option_strings,
+                                              key=lambda s: s.startswith("--")))
     if path:
         accepts[" ".join(path)] = flags
 
 
-def _short_or_long(option_strings: list[str]) -> str:
-    shorts = [s for s in option_strings if not s.startswith("--")]
-    return shorts[0] if shorts else option_strings[0]
-
-
 def _is_path(dest: str, value: str) -> bool:
-    if dest == "python":
-        return "/" in value  # a bare name is looked up on each node's PATH
     if dest in ("recipe", "nodes"):
         return os.path.exists(os.path.expanduser(value))  # else a built-in name or a hostlist
     return True

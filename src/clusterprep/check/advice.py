@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from clusterprep import suggest
 from clusterprep.check.fingerprint import ABSENT
 from clusterprep.check.model import Finding, NodeState
 from clusterprep.fleet.gather import fold
@@ -27,7 +28,13 @@ def advise(finding: Finding, states: States) -> str:
 
 def _template(key: str, finding: Finding, detail: str) -> str:
     return _TEMPLATES[key].format(detail=detail, nodes=fold(finding.nodes),
-                                  ref=finding.reference)
+                                  ref=finding.reference, up_env=_up("env"),
+                                  up_shell=_up("shell"))
+
+
+def _up(step: str) -> str:
+    """The command that redoes one setup step, as the user would type it here."""
+    return suggest.command("up", "--only", step)
 
 
 def _odd(finding: Finding) -> list[tuple[str, list[str]]]:
@@ -70,8 +77,8 @@ def _package(finding: Finding, name: str, states: States) -> str:
         else:
             verb = "install" if value == ABSENT else "reinstall"
             advice.append(f"{verb} {name} {finding.reference} on {fold(nodes)}: {pip} install "
-                          f"'{name}=={finding.reference}'` (or `clusterprep up` where the "
-                          "recipe pins it)")
+                          f"'{name}=={finding.reference}'` (or `{suggest.command('up')}` where "
+                          "the recipe pins it)")
     return "; ".join(advice)
 
 
@@ -92,7 +99,7 @@ def _shadowed(finding: Finding, name: str, states: States) -> str:
             if shadow["via"] == "user site-packages":
                 advice.append(f"on {node}, `{_python(states, [node])} -m pip uninstall {name}` "
                               f"(it sits in {shadow['location']}) or export "
-                              "PYTHONNOUSERSITE=True (`clusterprep up --only shell` does)")
+                              f"PYTHONNOUSERSITE=True (`{_up('shell')}` does)")
             elif shadow["via"] == "PYTHONPATH":
                 where = _where(states, node, "PYTHONPATH") or "outside the startup files read"
                 advice.append(f"take {shadow['location']} out of PYTHONPATH on {node}, set at "
@@ -230,20 +237,19 @@ _BY_ITEM: dict[str, Callable[[Finding, str, States], str]] = {
     "shell": _shell, "torch:gpus": _torch_gpus, "gpu:count": _gpu_count,
     "limits:memlock": _memlock, "disk": _disk, "nccl:net plugins": _nccl_plugins, "ib": _ib,
 }
-# Advice that needs only the nodes ({nodes}), the reference value ({ref}) and the item's
-# detail ({detail}); an item's own template before its group's.
+# Advice that needs only the nodes ({nodes}), the reference value ({ref}), the item's detail
+# ({detail}) and the commands that redo the env or shell step ({up_env}, {up_shell});
+# an item's own template before its group's.
 _TEMPLATES = {
-    "python:user site enabled": "export PYTHONNOUSERSITE=True on {nodes} (`clusterprep up "
-                                "--only shell` does): user site-packages get in front of the "
-                                "env there",
-    "python": "rebuild the env on {nodes} (`clusterprep up --only env`): its Python {detail} "
-              "differs from the others' ({ref})",
-    "torch:import": "torch does not import on {nodes}: rebuild the env there (`clusterprep up "
-                    "--only env`)",
-    "torch": "reinstall torch on {nodes} to match the others' {detail} ({ref}): `clusterprep "
-             "up --only env`, or the recipe's install command",
+    "python:user site enabled": "export PYTHONNOUSERSITE=True on {nodes} (`{up_shell}` does): "
+                                "user site-packages get in front of the env there",
+    "python": "rebuild the env on {nodes} (`{up_env}`): its Python {detail} differs from the "
+              "others' ({ref})",
+    "torch:import": "torch does not import on {nodes}: rebuild the env there (`{up_env}`)",
+    "torch": "reinstall torch on {nodes} to match the others' {detail} ({ref}): `{up_env}`, "
+             "or the recipe's install command",
     "nvcc": "make {nodes} find the same nvcc as the others ({ref}): the env's cuda-nvcc "
-            "(`clusterprep up --only env`), or fix the PATH that finds another one",
+            "(`{up_env}`), or fix the PATH that finds another one",
     "gpu:driver": "install NVIDIA driver {ref} on {nodes} like the others, then reboot: the "
                   "driver decides which CUDA and NCCL features work",
     "gpu": "on {nodes}, the GPUs differ from the others' ({ref}): run them in a job of their "

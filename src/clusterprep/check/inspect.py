@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+from clusterprep import suggest
 from clusterprep.errors import PROBE_FAILED, NodeError
 from clusterprep.check import fingerprint
 from clusterprep.check.findings import find_all
@@ -65,7 +66,8 @@ def _explained(result: ProbeResult) -> NodeError | None:
     error = result.error
     if error is not None and error.kind == PROBE_FAILED and result.command.exit_code == 127:
         return NodeError(PROBE_FAILED, f"{error.message} (is the env installed there? "
-                         "`clusterprep up` builds it; --python names another interpreter)")
+                         f"`{suggest.command('up')}` builds it; --python names another "
+                         "interpreter)")
     return error
 
 

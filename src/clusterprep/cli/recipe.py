@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from clusterprep import suggest
 from clusterprep.cli import common
 from clusterprep.errors import UsageError
 from clusterprep.recipe import read_text
@@ -37,5 +38,6 @@ def cmd_recipe_init(args: argparse.Namespace) -> int:
         raise UsageError(f"{target} exists; use --force to overwrite it")
     _, text = read_text(None)
     target.write_text(text, encoding="utf-8")
-    console.note(f"wrote {target}: edit it, then `clusterprep up -r {target}`")
+    up = suggest.command("up", "-r", str(target.resolve()))
+    console.note(f"wrote {target}: edit it, then `{up}`")
     return common.EXIT_OK

@@ -3,7 +3,9 @@
 Stdlib only; runs on the node. Input: {"action": "place" | "check", "code": FOLDER,
 "items": [[at, target, size], ...]}: `at` (inside the code folder) must be a symlink to
 `target` (the file in this node's own hub cache), which must be a file of `size` bytes.
-Output: {"items": [[state, reason], ...]}, state "ok", "placed" or "failed".
+Output: {"items": [[state, reason, fix], ...]}, state "ok", "placed" or "failed"; fix: the
+words of the clusterprep command that would mend a failure (the head adds the user's options),
+or null.
 
 A link is made aside (named after this host and process) and renamed over the old one, so
 nodes that share the code folder may place the same link at once. A file or folder that is
@@ -17,6 +19,8 @@ import sys
 
 from _links import swap_link  # inlined by probes.load
 
+SYNC = ["weights", "sync"]
+
 
 def aside(at):
     head, tail = os.path.split(at)
@@ -28,26 +32,25 @@ def one(code, at, target, size, place):
     try:
         st = os.stat(target)
     except OSError:
-        return "failed", "%s is not in this node's cache: run `clusterprep weights sync`" % target
+        return "failed", "%s is not in this node's cache" % target, SYNC
     if st.st_size != size:
-        return "failed", "%s has %d bytes, not %d: run `clusterprep weights sync`" % (
-            target, st.st_size, size)
+        return "failed", "%s has %d bytes, not %d" % (target, st.st_size, size), SYNC
     if not os.path.islink(at):
         if os.path.lexists(at):
-            return "failed", "%s is there and is not a link: move it away" % at
+            return "failed", "%s is there and is not a link: move it away" % at, None
         if not place:
-            return "failed", "not placed: run `clusterprep weights sync`"
+            return "failed", "not placed", SYNC
         if not os.path.isdir(code):
-            return "failed", "the code is not at %s yet: run `clusterprep up`" % code
+            return "failed", "the code is not at %s yet" % code, ["up"]
         swap_link(at, target, aside(at))
-        return "placed", None
+        return "placed", None, None
     found = os.readlink(at)
     if found == target:
-        return "ok", None
+        return "ok", None, None
     if not place:
-        return "failed", "links to %s, not %s" % (found, target)
+        return "failed", "links to %s, not %s" % (found, target), SYNC
     swap_link(at, target, aside(at))
-    return "placed", None
+    return "placed", None, None
 
 
 def main():
@@ -58,7 +61,7 @@ def main():
         try:
             answers.append(list(one(request["code"], at, target, size, place)))
         except OSError as e:
-            answers.append(["failed", "cannot link %s: %s" % (at, e)])
+            answers.append(["failed", "cannot link %s: %s" % (at, e), None])
     print(json.dumps({"items": answers}))
 
 

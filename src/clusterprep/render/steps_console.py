@@ -13,8 +13,10 @@ from collections.abc import Callable
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
+from clusterprep import suggest
 from clusterprep.fleet.gather import fold
 from clusterprep.render.console import stderr_console, stdout_console
 from clusterprep.steps.base import (
@@ -101,7 +103,7 @@ def summary(result: UpResult) -> None:
     failed = result.failed_nodes
     if failed:
         console.print(f"[red]{len(failed)} of {len(result.nodes)} nodes failed: {fold(failed)}[/]"
-                      " (run `clusterprep up` again once fixed: it resumes)")
+                      f" (run `{escape(suggest.command('up'))}` again once fixed: it resumes)")
     if result.interrupted:
         console.print("[yellow]interrupted by the user[/]")
 

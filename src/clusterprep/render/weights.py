@@ -11,6 +11,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColu
 from rich.markup import escape
 from rich.table import Table
 
+from clusterprep import suggest
 from clusterprep.fleet.gather import fold
 from clusterprep.render.console import stderr_console, stdout_console
 from clusterprep.weights.load import LoadReport, Report, WithLoads
@@ -129,9 +130,9 @@ def sync_summary(report: SyncReport) -> None:
     if failed:
         full = [n.node for n in failed if n.disk_full]
         hint = ("make room in the caches of " + fold(full) + ", then " if full else "") + \
-            "run `clusterprep weights sync` again to finish"
+            f"run `{suggest.command('weights', 'sync')}` again to finish"
         _err.print(f"[red]{len(failed)} of {len(report.nodes)} nodes failed:[/] "
-                   f"{fold([n.node for n in failed])}; {hint}", soft_wrap=True)
+                   f"{escape(fold([n.node for n in failed]))}; {escape(hint)}", soft_wrap=True)
 
 
 def _sync_status(n: NodeSync) -> str:

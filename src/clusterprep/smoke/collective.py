@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from clusterprep import suggest
 from clusterprep.events import JsonLines
 from clusterprep.fleet import CommandResult, Fleet
 from clusterprep.fleet.gather import fold
@@ -235,14 +236,19 @@ def _launch_failure(plan: CollectivePlan, node: str, command: CommandResult) -> 
     if command.exit_code == 127 and plan.torchrun in stderr:
         return Problem(node, f"the env has no torchrun ({plan.torchrun}): torch is not "
                              "installed in the env on this node",
-                       "install it (`clusterprep up --only env`), then `clusterprep check`")
+                       f"install it (`{_up_env()}`), then `{suggest.command('check')}`")
     if "No module named 'torch'" in stderr:
         return Problem(node, f"torch cannot be imported by the env's python ({plan.python}) "
-                             "on this node", "`clusterprep up --only env`, then "
-                                             "`clusterprep check` to compare the nodes' envs")
+                             "on this node", f"`{_up_env()}`, then "
+                                             f"`{suggest.command('check')}` to compare the "
+                                             "nodes' envs")
     return Problem(node, f"torchrun exited {command.exit_code}: {_error_line(stderr)}",
-                   "its ranks' errors are above the last line of its output; `clusterprep "
-                   "check` compares the nodes' envs")
+                   "its ranks' errors are above the last line of its output; "
+                   f"`{suggest.command('check')}` compares the nodes' envs")
+
+
+def _up_env() -> str:
+    return suggest.command("up", "--only", "env")
 
 
 def _error_line(stderr: str) -> str:
@@ -292,7 +298,8 @@ def _timeout_problems(result: CollectiveResult, plan: CollectivePlan,
                                 f"all meet at {plan.master}:{plan.port}, or cannot reach each "
                                 "other on the interface their backend picks",
                                 "compare the nodes' NCCL_SOCKET_IFNAME/GLOO_SOCKET_IFNAME; "
-                                "`clusterprep smoke --until links` checks the links alone"))
+                                f"`{suggest.command('smoke', '--until', 'links')}` checks "
+                                "the links alone"))
     elif not stopped and len(joined) == plan.world:
         last = f"{result.sizes[-1].bytes} bytes" if result.sizes else "none"
         problems.append(Problem("collective", "every rank joined, but the all_reduce sweep "
@@ -322,8 +329,9 @@ def _figure_problems(result: CollectiveResult, plan: CollectivePlan) -> list[Pro
         if size.wrong:
             problems.append(Problem("collective", f"all_reduce of {size.bytes} bytes gave "
                                     f"{size.wrong} wrong elements (#wrong)",
-                                    "suspect a GPU or the interconnect; `clusterprep check` "
-                                    "compares drivers and NCCL versions"))
+                                    "suspect a GPU or the interconnect; "
+                                    f"`{suggest.command('check')}` compares drivers and NCCL "
+                                    "versions"))
     if plan.min_busbw is not None and result.sizes and result.sizes[-1].busbw < plan.min_busbw:
         last = result.sizes[-1]
         problems.append(Problem("collective", f"busbw {last.busbw:.2f} GB/s at {last.bytes} "

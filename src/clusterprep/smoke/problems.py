@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from clusterprep import suggest
 from clusterprep.errors import CONNECTION_KINDS, INTERRUPTED, NodeError
 from clusterprep.fleet.gather import fold
 from clusterprep.smoke.model import Problem
@@ -13,9 +14,9 @@ from clusterprep.smoke.model import Problem
 def unanswered(node: str, error: NodeError) -> Problem:
     """A node whose probe gave no answer: unreachable, killed, or the probe itself failed."""
     if error.kind in CONNECTION_KINDS:
-        step = "`clusterprep nodes` shows why it cannot be reached; fix that first"
+        step = f"`{suggest.command('nodes')}` shows why it cannot be reached; fix that first"
     elif error.kind == INTERRUPTED:
-        step = "run smoke again"
+        step = f"run `{suggest.command('smoke')}` again"
     else:
         step = "run the phase again; if it persists, look at the node's logs"
     return Problem(node, f"{error.kind}: {error.message}", step)

@@ -171,7 +171,7 @@ def _file_entry(staging: Path, path: Path, hashes: HashCache) -> Entry:
     sha = hashes.sha256(path)
     if path.parent.name == "blobs" and SHA256_NAME.match(path.name) and sha != path.name:
         raise StagingError(f"staged blob {path} is damaged: its sha256 is {sha}; "
-                           "run `clusterprep weights stage` again to replace it")
+                           f"run `{suggest.command('weights', 'stage')}` again to replace it")
     return Entry(_rel(staging, path), FILE, path.stat().st_size, sha)
 
 

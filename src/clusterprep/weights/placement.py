@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
+from clusterprep import suggest
 from clusterprep.errors import NodeError
 from clusterprep.fleet import Fleet
 from clusterprep.fleet.gather import fold
@@ -139,7 +140,7 @@ async def _on_nodes(fleet: Fleet, code: Path, wanted: list[Target], caches: dict
                           for path in paths)
         why = (f"the nodes' hub caches sit at different paths ({where}): one link in the "
                "shared code folder can lead into one of them only; give every node the same "
-               "HF_HUB_CACHE and sync again")
+               f"HF_HUB_CACHE and run `{suggest.command('weights', 'sync')}` again")
         return PlacementReport([PlacementResult(t.placement, None, None,
                                                 [NodePlacement(n, FAILED, why) for n in caches])
                                 for t in wanted])
@@ -157,7 +158,10 @@ async def _on_nodes(fleet: Fleet, code: Path, wanted: list[Target], caches: dict
             answers = result.data["items"]
         else:
             assert result.error is not None
-            answers = [[FAILED, f"{result.error.kind}: {result.error.message}"]] * len(wanted)
-        for placed, (state, reason) in zip(report.results, answers):
+            answers = [[FAILED, f"{result.error.kind}: {result.error.message}", None]] \
+                * len(wanted)
+        for placed, (state, reason, fix) in zip(report.results, answers):
+            if fix:
+                reason += f": run `{suggest.command(*fix)}`"
             placed.nodes.append(NodePlacement(result.node, state, reason))
     return report

@@ -1,0 +1,101 @@
+"""Every command clusterprep suggests runs as printed: it carries the options that decide what
+it acts on (recipe, nodes, ssh config, shared dir, staging, python, Slurm), quoted for a shell.
+
+The first tests build suggestions from a parsed command line alone; the stories after them run
+clusterprep on the simulated cluster, take the advice from what it printed, run that as a
+user would paste it (shlex.split), and check it did what the advice said.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from clusterprep import suggest
+from clusterprep.cli import build_parser
+
+
+def invoked(*argv: str) -> None:
+    """As if `clusterprep ARGV...` were running: what suggest.command then builds on."""
+    parser = build_parser()
+    suggest.remember(parser, parser.parse_args(list(argv)))
+
+
+@pytest.fixture(autouse=True)
+def no_invocation():
+    yield
+    suggest._invocation = suggest._Invocation()  # the next test starts as a library call
+
+
+@pytest.fixture
+def files(tmp_path: Path, monkeypatch) -> Path:
+    """A folder holding a recipe, a nodes file and an ssh config, as the working folder."""
+    for name in ("recipe.toml", "nodes.txt", "ssh_config"):
+        (tmp_path / name).write_text("")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_library_call_suggests_the_bare_command():
+    assert suggest.command("weights", "sync") == "clusterprep weights sync"
+
+
+def test_the_issues_case_stage_keeps_the_recipe_and_the_staging_folder(files):
+    invoked("weights", "sync", "-r", "recipe.toml", "-n", "nodes.txt", "-F", "ssh_config",
+            "--staging", "stage")
+    assert shlex.split(suggest.command("weights", "stage", "--repo", "org/m@main")) == [
+        "clusterprep", "weights", "stage", "--repo", "org/m@main",
+        "-r", str(files / "recipe.toml"), "--staging", str(files / "stage")]
+
+
+def test_only_the_options_the_suggested_command_takes_are_given(files):
+    invoked("check", "-r", "recipe.toml", "-n", "nodes.txt", "-F", "ssh_config",
+            "--python", "/opt/env/bin/python", "--shared-dir", "/shared")
+    recipe, nodes, config = (str(files / n) for n in ("recipe.toml", "nodes.txt", "ssh_config"))
+    assert shlex.split(suggest.command("up", "--only", "env")) == [
+        "clusterprep", "up", "--only", "env", "-r", recipe, "-n", nodes, "-F", config,
+        "--shared-dir", "/shared"]  # up builds the env: it takes no --python
+    assert shlex.split(suggest.command("nodes")) == ["clusterprep", "nodes", "-n", nodes,
+                                                     "-F", config]
+    assert shlex.split(suggest.command("smoke"))[-2:] == ["--python", "/opt/env/bin/python"]
+    assert suggest.command("recipe", "show") == "clusterprep recipe show"
+
+
+def test_a_path_for_the_nodes_is_given_as_typed_names_and_hostlists_too(files):
+    invoked("check", "-r", "demo", "-n", "node-[001-002]", "--python", "env/bin/python")
+    # a built-in recipe and a hostlist are not files here; --python is a path on the nodes
+    assert shlex.split(suggest.command("check")) == [
+        "clusterprep", "check", "-r", "demo", "-n", "node-[001-002]", "--python",
+        "env/bin/python"]
+
+
+def test_files_of_the_head_are_made_absolute_and_every_word_quoted(tmp_path, monkeypatch):
+    folder = tmp_path / "my cluster's files"
+    folder.mkdir()
+    (folder / "nodes list").write_text("")
+    monkeypatch.chdir(folder)
+    invoked("weights", "verify", "-n", "nodes list", "-F", "~/.ssh/config",
+            "--staging", "../stage")
+    printed = suggest.command("weights", "sync")
+    assert shlex.split(printed) == [
+        "clusterprep", "weights", "sync", "-n", str(folder / "nodes list"),
+        "-F", str(Path.home() / ".ssh/config"), "--staging", str(tmp_path / "stage")]
+    assert "'" in printed  # the quote in the folder's name is quoted, not left to the shell
+
+
+def test_an_option_the_suggestion_gives_itself_is_not_given_twice(files):
+    invoked("up", "-r", "recipe.toml", "-n", "nodes.txt")
+    for words in (("up", "-r", "/other.toml"), ("up", "--recipe", "/other.toml"),
+                  ("up", "--recipe=/other.toml")):
+        argv = shlex.split(suggest.command(*words))
+        assert [w for w in argv if w.startswith(("-r", "--recipe"))] == [words[1]]
+        assert argv[-2:] == ["-n", str(files / "nodes.txt")]
+
+
+def test_slurm_is_kept_as_a_switch_and_the_allocation_as_a_value():
+    invoked("check", "--slurm", "--slurm-job", "4242", "-n", "node-[01-04]")
+    assert suggest.command("weights", "sync") == (
+        "clusterprep weights sync -n 'node-[01-04]' --slurm --slurm-job 4242")
+    assert suggest.command("weights", "stage") == "clusterprep weights stage"  # on the head
