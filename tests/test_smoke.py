@@ -23,6 +23,7 @@ import torchenv
 from conftest import SRC
 
 from clusterprep.smoke import collective, links, names
+from clusterprep.smoke.answers import Resolution
 from clusterprep.smoke.collective import CollectivePlan
 from clusterprep.smoke.model import CollectiveResult, Link, LinksResult, SizeResult
 
@@ -243,14 +244,14 @@ def test_nccl_socket_ifname_is_read_as_nccl_reads_it(make_cluster, cli):
 
 
 def test_the_name_most_nodes_agree_on_wins_and_a_tie_goes_to_the_head():
-    views = {"node01": {"m": {"addresses": ["10.0.0.1"]}},
-             "node02": {"m": {"addresses": ["10.0.0.2", "10.0.0.1"]}},
-             "node03": {"m": {"error": "Name or service not known"}}}
+    views = {"node01": {"m": Resolution(["10.0.0.1"])},
+             "node02": {"m": Resolution(["10.0.0.2", "10.0.0.1"])},
+             "node03": {"m": Resolution(error="Name or service not known")}}
     row = names._agreement("m", views, head="node01")
     assert row.address == "10.0.0.1" and row.agreeing == ["node01"]
     assert row.others == {"node02": "10.0.0.2",
                           "node03": "unresolved: Name or service not known"}
-    views["node04"] = {"m": {"addresses": ["10.0.0.2"]}}
+    views["node04"] = {"m": Resolution(["10.0.0.2"])}
     assert names._agreement("m", views, head="node01").address == "10.0.0.2"
 
 

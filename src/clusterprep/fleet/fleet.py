@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clusterprep import probes
+from clusterprep.answers import Misfit, read
 from clusterprep.errors import INTERRUPTED, PROBE_FAILED, NodeError
 from clusterprep.fleet.backend import Backend
 from clusterprep.fleet.transport import CommandResult, OutputCallback, Transport
@@ -36,12 +37,14 @@ class FleetResult:
 
 @dataclass
 class ProbeResult:
-    """A probe script's answer on one node: its JSON object, or why there is none."""
+    """A probe script's answer on one node: its JSON object (and, where the caller gave its
+    shape, that object read as the shape: `answer`), or why there is none."""
 
     node: str
     data: dict[str, Any] | None
     command: CommandResult
     error: NodeError | None
+    answer: Any = None
 
     @property
     def ok(self) -> bool:
@@ -160,13 +163,17 @@ class Fleet:
         timeout: float | None = None,
         nodes: Iterable[Node] | None = None,
         on_output: OutputCallback | None = None,
+        shape: type | None = None,
     ) -> tuple[list[ProbeResult], bool]:
         """Run the probe script `probes/NAME.py` on every node in one round trip each.
 
         The script and its JSON input (`payload`, or `payload(node)` for a per-node input)
         travel on stdin; it prints one JSON object. `python` and
         `isolated` choose the interpreter and whether it ignores its site and environment (see
-        `probes.command`). Returns the per-node results and whether the run was interrupted.
+        `probes.command`). With a `shape` (a dataclass), each answer is read as one
+        (answers.read) into `ProbeResult.answer`; an answer that does not fit is the node's
+        error, naming the field. Returns the per-node results and whether the run was
+        interrupted.
         """
         source = probes.load(name)
         script = source.encode()
@@ -179,13 +186,14 @@ class Fleet:
             probes.command(source, python, isolated), stdin=stdin, timeout=timeout,
             nodes=nodes, on_output=on_output,
         )
-        return [_parse_probe(result, name) for result in outcome.results], outcome.interrupted
+        return ([_parse_probe(result, name, shape) for result in outcome.results],
+                outcome.interrupted)
 
     def _targets(self, nodes: Iterable[Node] | None) -> list[Node]:
         return list(nodes) if nodes is not None else self.inventory.nodes
 
 
-def _parse_probe(result: CommandResult, name: str) -> ProbeResult:
+def _parse_probe(result: CommandResult, name: str, shape: type | None) -> ProbeResult:
     if result.error is not None:
         return ProbeResult(result.node, None, result, result.error)
     if result.exit_code != 0:
@@ -197,4 +205,9 @@ def _parse_probe(result: CommandResult, name: str) -> ProbeResult:
     except (ValueError, IndexError):
         message = f"probe {name} printed no JSON object"
         return ProbeResult(result.node, None, result, NodeError(PROBE_FAILED, message))
-    return ProbeResult(result.node, data, result, None)
+    if shape is None:
+        return ProbeResult(result.node, data, result, None)
+    try:
+        return ProbeResult(result.node, data, result, None, read(shape, data))
+    except Misfit as misfit:
+        return ProbeResult(result.node, None, result, misfit.error(result.node, name))

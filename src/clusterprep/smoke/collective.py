@@ -25,11 +25,13 @@ from importlib import resources
 from typing import Any
 
 from clusterprep import suggest
+from clusterprep.answers import Misfit, read
 from clusterprep.events import JsonLines
 from clusterprep.fleet import CommandResult, Fleet
 from clusterprep.fleet.gather import fold
 from clusterprep.interrupts import acknowledge
 from clusterprep.inventory import Node
+from clusterprep.smoke.answers import Swept
 from clusterprep.smoke.model import CollectiveResult, Leftover, Problem, SizeResult
 from clusterprep.smoke.problems import unanswered
 
@@ -111,7 +113,8 @@ class RankEvents:
         self.started: dict[int, dict[str, Any]] = {}
         self.joined: set[int] = set()
         self.done: set[int] = set()
-        self.sizes: list[dict[str, Any]] = []
+        self.sizes: list[SizeResult] = []
+        self.misfits: list[str] = []  # worker lines in a shape this clusterprep cannot read
         self.torch: str | None = None
         self.reader = JsonLines(self._note)
 
@@ -126,7 +129,10 @@ class RankEvents:
             self.joined.add(rank)
             self.torch = event.get("torch")
         elif kind == "size":
-            self.sizes.append(event)
+            try:
+                self.sizes.append(read(SizeResult, event))
+            except Misfit as misfit:
+                self.misfits.append(f"rank {rank}'s size line: {misfit}")
         elif kind == "done":
             self.done.add(rank)
 
@@ -180,17 +186,17 @@ async def _sweep(fleet: Fleet, nodes: list[Node], run: str, result: CollectiveRe
     reached = [node for node in nodes if errors[node.name] is None]
     answers, _ = await fleet.probe(
         "smoke_sweep", {"marker": f"{MARKER}={run}", "prefix": f"clusterprep-smoke-{run}-"},
-        timeout=SWEEP_TIMEOUT, nodes=reached)
+        timeout=SWEEP_TIMEOUT, nodes=reached, shape=Swept)
     result.swept = bool(answers) and all(a.ok for a in answers)
     for answer in answers:
-        if answer.data is None:
-            assert answer.error is not None
+        if answer.error is not None:
             result.problems.append(unanswered(answer.node, answer.error))
             continue
-        result.leftovers += [Leftover(answer.node, p["pid"], p["state"], p.get("rank"),
-                                      p["command"]) for p in answer.data["found"]]
-        if answer.data["survivors"]:
-            result.survivors[answer.node] = answer.data["survivors"]
+        swept: Swept = answer.answer
+        result.leftovers += [Leftover(answer.node, p.pid, p.state, p.rank, p.command)
+                             for p in swept.found]
+        if swept.survivors:
+            result.survivors[answer.node] = swept.survivors
 
 
 async def _settle(tasks: dict[str, asyncio.Task[CommandResult]]) -> bool:
@@ -213,9 +219,11 @@ def _judge(result: CollectiveResult, plan: CollectivePlan, outcome: str, failed:
         result.torch = result.torch or log.torch
     result.joined.sort()
     head = logs[next(iter(plan.nproc))]
-    result.sizes = [SizeResult(s["bytes"], s["count"], s["time_us"], s["algbw"], s["busbw"],
-                               s["wrong"]) for s in head.sizes]
+    result.sizes = head.sizes
     problems = result.problems
+    for node, log in logs.items():
+        problems += [Problem(node, misfit, "the smoke worker and this clusterprep differ in "
+                             "version: reinstall clusterprep") for misfit in log.misfits]
     for node, pids in result.survivors.items():
         problems.append(Problem(node, f"processes {', '.join(map(str, pids))} of the run "
                                       "survived SIGKILL (stuck in the kernel: a GPU or "
@@ -281,7 +289,8 @@ def _timeout_problems(result: CollectiveResult, plan: CollectivePlan,
         where = f"{p.node} rank {p.rank}" if p.rank is not None else f"{p.node} pid {p.pid}"
         problems.append(Problem(where, f"its process (pid {p.pid}) was {p.state} (SIGSTOP, or "
                                        "a debugger) while the other ranks waited for it",
-                                "find what stops it, then run smoke again"))
+                                "find what stops it, then run "
+                                f"`{suggest.command('smoke')}` again"))
     started = {rank for log in logs.values() for rank in log.started}
     for node, log in logs.items():
         missing = [r for r in _ranks(plan, node) if r not in started]

@@ -10,20 +10,23 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
-from clusterprep.errors import COMMAND_TIMEOUT, PROBE_FAILED, NodeError
 from clusterprep import probes
+from clusterprep.answers import Misfit, read
+from clusterprep.errors import COMMAND_TIMEOUT, PROBE_FAILED, NodeError
 from clusterprep.events import JsonLines
 from clusterprep.fleet import CommandResult, Fleet
 from clusterprep.inventory import Node
 
+T = TypeVar("T")
 
 class Conversation:
     """One node's probe: `send` lines to it, await its `event`s, learn its `failure`."""
 
     def __init__(self, node: Node, probe: str) -> None:
         self.node = node
+        self.probe = probe
         self.script = probes.load(probe)
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -108,10 +111,11 @@ async def finish_all(conversations: Iterable[Conversation], timeout: float) -> N
     await stop_all(conversations, timeout)
 
 
-async def replies(conversations: Iterable[Conversation], *kinds: str, timeout: float
-                  ) -> tuple[dict[str, dict[str, Any]], dict[str, NodeError]]:
-    """Each conversation's next event of one of `kinds`, by node. A probe that ended first,
-    or gave none within `timeout`, is stopped and its failure returned instead."""
+async def replies(conversations: Iterable[Conversation], *kinds: str, shape: type[T],
+                  timeout: float) -> tuple[dict[str, T], dict[str, NodeError]]:
+    """Each conversation's next event of one of `kinds`, by node, read as a `shape`. A probe
+    that ended first, gave none within `timeout`, or answered in another shape, is stopped
+    and its failure returned instead."""
     conversations = list(conversations)
     waits = [asyncio.ensure_future(c.event(*kinds)) for c in conversations]
     try:
@@ -119,8 +123,15 @@ async def replies(conversations: Iterable[Conversation], *kinds: str, timeout: f
     finally:
         for wait in waits:
             wait.cancel()
-    events = {c.node.name: w.result() for c, w in zip(conversations, waits)
-              if w in done and w.result() is not None}
+    events: dict[str, T] = {}
+    misfits: dict[str, NodeError] = {}
+    for conversation, wait in zip(conversations, waits):
+        if wait in done and wait.result() is not None:
+            name = conversation.node.name
+            try:
+                events[name] = read(shape, wait.result())
+            except Misfit as misfit:
+                misfits[name] = misfit.error(name, conversation.probe)
     silent = [c for c in conversations if c.node.name not in events]
     await stop_all(silent, timeout)
-    return events, {c.node.name: await c.failure() for c in silent}
+    return events, {c.node.name: misfits.get(c.node.name) or await c.failure() for c in silent}

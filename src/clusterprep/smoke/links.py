@@ -16,6 +16,7 @@ import statistics
 from typing import Any
 
 from clusterprep.inventory import Node
+from clusterprep.smoke.answers import Listening, Received, Sent, StreamReceived, StreamSent
 from clusterprep.smoke.conversation import Conversation, replies
 from clusterprep.smoke.model import Link, LinksResult, NamesResult, Problem
 from clusterprep.smoke.problems import folded, unanswered
@@ -34,7 +35,8 @@ async def check_links(conversations: list[Conversation], names: NamesResult, *, 
         conversation.send({"stage": "links", "node": conversation.node.name, "token": token,
                            "address": names.addresses.get(conversation.node.name, ""),
                            "variables": INTERFACE_VARIABLES[backend], "timeout": dial_timeout})
-    listening, failures = await replies(conversations, "listening", timeout=SETUP_TIMEOUT)
+    listening, failures = await replies(conversations, "listening", shape=Listening,
+                                        timeout=SETUP_TIMEOUT)
     for node, event in listening.items():
         result.interfaces[node] = _interface_label(event)
     result.problems += [unanswered(node, error) for node, error in failures.items()]
@@ -45,51 +47,52 @@ async def check_links(conversations: list[Conversation], names: NamesResult, *, 
     for i, conversation in enumerate(conversations):
         conversation.send(_plan(ring, i, result.all_pairs, seconds))
     rounds = 1 + (len(ring) - 1) // 16  # a node dials 16 peers at a time
-    sent, failures = await replies(conversations, "sent",
+    sent, failures = await replies(conversations, "sent", shape=Sent,
                                    timeout=SETUP_TIMEOUT + rounds * dial_timeout + 2 * seconds)
     live = [c for c in conversations if c.node.name not in failures]
     for conversation in live:
         conversation.send({"stop": True})
-    received, late = await replies(live, "received", timeout=SETUP_TIMEOUT + dial_timeout)
+    received, late = await replies(live, "received", shape=Received,
+                                   timeout=SETUP_TIMEOUT + dial_timeout)
     failures.update(late)
     result.problems += [unanswered(node, error) for node, error in failures.items()]
     _read_links(result, [c.node.name for c in conversations], sent, received, seconds)
     return result
 
 
-def _interface_label(event: dict[str, Any]) -> str:
-    chosen = next((e for e in event.get("interfaces", []) if e.get("address")), None)
+def _interface_label(event: Listening) -> str:
+    chosen = next((e for e in event.interfaces if e.address), None)
     if chosen is None:
-        return f"the address its name resolves to ({event.get('address', '?')})"
-    return f"{chosen['variable']}={chosen['value']}: {chosen['selected'][0]} ({chosen['address']})"
+        return f"the address its name resolves to ({event.address})"
+    return f"{chosen.variable}={chosen.value}: {chosen.selected[0]} ({chosen.address})"
 
 
-def _listening_problems(listening: dict[str, dict[str, Any]]) -> list[Problem]:
+def _listening_problems(listening: dict[str, Listening]) -> list[Problem]:
     causes = []
     for node, event in listening.items():
-        if "error" not in event:
+        if event.error is None:
             continue
-        if event["error"] == "interface":
-            for entry in event["interfaces"]:
-                if entry["address"] is None:
-                    causes.append((node, f"{entry['variable']}={entry['value']} names no "
+        if event.error == "interface":
+            for entry in event.interfaces:
+                if entry.address is None:
+                    causes.append((node, f"{entry.variable}={entry.value} names no "
                                          "interface of this node with an IPv4 address (it has: "
-                                         f"{', '.join(entry['interfaces'])})",
-                                   f"set {entry['variable']} to one of its interfaces, or unset "
+                                         f"{', '.join(entry.interfaces)})",
+                                   f"set {entry.variable} to one of its interfaces, or unset "
                                    "it; interface names often differ between nodes"))
         else:
-            causes.append((node, f"cannot listen at {event.get('address')}, the address its "
-                                 f"name resolves to: {event.get('message')}",
+            causes.append((node, f"cannot listen at {event.address}, the address its "
+                                 f"name resolves to: {event.message}",
                            "the node's name leads to an address it does not have: fix the "
                            "name in /etc/hosts or DNS"))
     return folded(causes)
 
 
-def _plan(ring: list[tuple[Node, dict[str, Any]]], i: int, all_pairs: bool,
+def _plan(ring: list[tuple[Node, Listening]], i: int, all_pairs: bool,
           seconds: float) -> dict[str, Any]:
     def peer(j: int) -> list[Any]:
         node, event = ring[j]
-        return [node.name, event["address"], event["port"]]
+        return [node.name, event.address, event.port]
 
     n = len(ring)
     others = [j for j in range(n) if j != i] if all_pairs else ([(i + 1) % n] if n > 1 else [])
@@ -97,22 +100,22 @@ def _plan(ring: list[tuple[Node, dict[str, Any]]], i: int, all_pairs: bool,
     return {"peers": [peer(j) for j in others], "next": following, "seconds": seconds}
 
 
-def _read_links(result: LinksResult, order: list[str], sent: dict[str, Any],
-                done: dict[str, Any], seconds: float) -> None:
-    received = {(stream["from"], node): stream
-                for node, event in done.items() for stream in event["streams"]}
+def _read_links(result: LinksResult, order: list[str], sent: dict[str, Sent],
+                done: dict[str, Received], seconds: float) -> None:
+    received = {(stream.sender, node): stream
+                for node, event in done.items() for stream in event.streams}
     causes = []
     for node in order:
         event = sent.get(node)
         if event is None:
             continue
-        for pair in event["pairs"]:
+        for pair in event.pairs:
             result.pairs_checked += 1
-            if not pair["ok"]:
-                link = Link(node, pair["to"], False, pair["cause"], pair["message"], pair["ms"])
+            if not pair.ok:
+                link = Link(node, pair.to, False, pair.cause, pair.message, pair.ms)
                 result.pair_failures.append(link)
-                causes.append((f"{node} -> {pair['to']}", f"{pair['cause']}: {pair['message']}",
-                               NEXT_STEP.get(pair["cause"], "check the network between them")))
+                causes.append((f"{node} -> {pair.to}", f"{pair.cause}: {pair.message}",
+                               NEXT_STEP.get(pair.cause, "check the network between them")))
     result.problems += folded(causes)
     if len(order) < 2:
         return
@@ -128,21 +131,20 @@ def _read_links(result: LinksResult, order: list[str], sent: dict[str, Any],
     _mark_slow(result)
 
 
-def _ring_link(source: str, target: str, sent: dict[str, Any] | None,
-               received: dict[str, Any] | None, seconds: float) -> Link:
-    pair = next((p for p in (sent or {}).get("pairs", []) if p["to"] == target), None)
-    link = Link(source, target, ok=bool(pair and pair["ok"]), ms=pair["ms"] if pair else None)
-    if pair and not pair["ok"]:
-        link.cause, link.message = pair["cause"], pair["message"]
+def _ring_link(source: str, target: str, sent: Sent | None,
+               received: StreamReceived | None, seconds: float) -> Link:
+    pair = next((p for p in (sent.pairs if sent else []) if p.to == target), None)
+    link = Link(source, target, ok=bool(pair and pair.ok), ms=pair.ms if pair else None)
+    if pair and not pair.ok:
+        link.cause, link.message = pair.cause, pair.message
     if seconds <= 0 or not link.ok:
         return link
-    stream = (sent or {}).get("stream") or {}
-    if not stream.get("ok") or received is None or received["seconds"] <= 0:
+    stream = (sent.stream if sent else None) or StreamSent(target, False)
+    if not stream.ok or received is None or received.seconds <= 0:
         link.ok = False
-        link.cause = stream.get("cause", "stream lost")
-        link.message = stream.get("message", "the stream did not arrive whole")
+        link.cause, link.message = stream.cause, stream.message
         return link
-    link.mb_per_s = received["bytes"] / received["seconds"] / 1e6
+    link.mb_per_s = received.bytes / received.seconds / 1e6
     return link
 
 

@@ -14,6 +14,7 @@ from clusterprep.errors import NodeUnreachable
 from clusterprep.fleet import Fleet
 from clusterprep.fleet.gather import fold
 from clusterprep.inventory import Node
+from clusterprep.smoke.answers import NamesAnswer, Resolution
 from clusterprep.smoke.conversation import Conversation, replies
 from clusterprep.smoke.model import NameRow, NamesResult, Problem
 from clusterprep.smoke.problems import folded, unanswered
@@ -36,10 +37,11 @@ async def check_names(fleet: Fleet, conversations: list[Conversation],
     result = NamesResult(master=host_name(nodes[0]))
     for conversation in conversations:
         conversation.send({"stage": "names", "names": names})
-    answers, failures = await replies(conversations, "names", timeout=timeout)
+    answers, failures = await replies(conversations, "names", shape=NamesAnswer,
+                                      timeout=timeout)
     result.problems += [unanswered(node, error) for node, error in failures.items()]
-    views = {node: answer["resolved"] for node, answer in answers.items()}
-    result.gpus = {node: int(answer.get("gpus", 0)) for node, answer in answers.items()}
+    views = {node: answer.resolved for node, answer in answers.items()}
+    result.gpus = {node: answer.gpus for node, answer in answers.items()}
     if views:
         result.rows = [_agreement(name, views, nodes[0].name) for name in names]
         result.problems += await _unresolved(fleet, result, fold(views))
@@ -51,13 +53,12 @@ async def check_names(fleet: Fleet, conversations: list[Conversation],
     return result
 
 
-def _agreement(name: str, views: dict[str, dict[str, dict]], head: str) -> NameRow:
+def _agreement(name: str, views: dict[str, dict[str, Resolution]], head: str) -> NameRow:
     """The address most nodes give `name` (the head's on a tie), and who differs."""
     seen: dict[str, str] = {}
     for node, resolved in views.items():
-        entry = resolved.get(name, {})
-        addresses = entry.get("addresses") or []
-        seen[node] = addresses[0] if addresses else UNRESOLVED + entry.get("error", "?")
+        entry = resolved.get(name, Resolution())
+        seen[node] = entry.addresses[0] if entry.addresses else UNRESOLVED + entry.error
     counts = Counter(value for value in seen.values() if not value.startswith(UNRESOLVED))
     reference = None
     if counts:

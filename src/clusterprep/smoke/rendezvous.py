@@ -9,8 +9,8 @@ token, so a master address that leads to some other machine that happens to list
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
+from clusterprep.smoke.answers import Dialed, Heard, MasterOpened
 from clusterprep.smoke.conversation import Conversation, replies
 from clusterprep.smoke.model import Dial, Problem, RendezvousResult
 from clusterprep.smoke.problems import folded, unanswered
@@ -40,8 +40,8 @@ async def check_rendezvous(conversations: list[Conversation], master: str, port:
                            "token": token, "port": port, "listen": conversation is head,
                            "master": master, "timeout": dial_timeout})
     opened, failures = await replies([head], "master-listening", "master-taken",
-                                     timeout=SETUP_TIMEOUT)
-    if failures or opened[head.node.name]["event"] == "master-taken":
+                                     shape=MasterOpened, timeout=SETUP_TIMEOUT)
+    if failures or opened[head.node.name].event == "master-taken":
         for conversation in conversations:
             conversation.send({"dial": False})
         result.problems.append(_cannot_listen(head.node.name, opened[head.node.name], port)
@@ -49,10 +49,10 @@ async def check_rendezvous(conversations: list[Conversation], master: str, port:
         return result
     for conversation in conversations:
         conversation.send({"dial": True})
-    dialed, failures = await replies(conversations, "dialed",
+    dialed, failures = await replies(conversations, "dialed", shape=Dialed,
                                      timeout=SETUP_TIMEOUT + dial_timeout)
     head.send({"stop": True})
-    _, head_failure = await replies([head], "heard", timeout=SETUP_TIMEOUT)
+    _, head_failure = await replies([head], "heard", shape=Heard, timeout=SETUP_TIMEOUT)
     failures.update(head_failure)
     causes = []
     for conversation in conversations:
@@ -61,8 +61,7 @@ async def check_rendezvous(conversations: list[Conversation], master: str, port:
             result.problems.append(unanswered(name, failures[name]))
             continue
         event = dialed[name]
-        dial = Dial(name, bool(event.get("ok")), event.get("cause", ""),
-                    event.get("message", ""), _ms(event.get("seconds")))
+        dial = Dial(name, event.ok, event.cause, event.message, _ms(event.seconds))
         result.dials.append(dial)
         if not dial.ok:
             causes.append((name, f"{dial.cause} connecting to the master {master}:{port}: "
@@ -73,13 +72,12 @@ async def check_rendezvous(conversations: list[Conversation], master: str, port:
     return result
 
 
-def _cannot_listen(head: str, event: dict[str, Any], port: int) -> Problem:
-    if not event.get("in_use"):
-        return Problem(head, f"cannot listen on port {port}: {event.get('error')}",
+def _cannot_listen(head: str, event: MasterOpened, port: int) -> Problem:
+    if not event.in_use:
+        return Problem(head, f"cannot listen on port {port}: {event.error}",
                        "choose another --master-port (ports under 1024 need root)")
-    holders = event.get("holders") or []
-    if holders:
-        held = "; ".join(f"pid {h['pid']} (uid {h['uid']}): {h['command']}" for h in holders)
+    if event.holders:
+        held = "; ".join(f"pid {h.pid} (uid {h.uid}): {h.command}" for h in event.holders)
         cause = f"port {port} is already in use on the head, held by {held}"
         step = ("a rank of an earlier launch still holds it: end that process, or choose "
                 "another --master-port")
