@@ -8,13 +8,18 @@ user would paste it (shlex.split), and check it did what the advice said.
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
 import pytest
+from hubserver import Hub
+from test_weights import nodes  # noqa: F401 (the cluster the weights story syncs to)
 
 from clusterprep import suggest
 from clusterprep.cli import build_parser
+
+CACHE = Path(".cache/huggingface/hub")
 
 
 def invoked(*argv: str) -> None:
@@ -53,11 +58,11 @@ def test_the_issues_case_stage_keeps_the_recipe_and_the_staging_folder(files):
 def test_only_the_options_the_suggested_command_takes_are_given(files):
     invoked("check", "-r", "recipe.toml", "-n", "nodes.txt", "-F", "ssh_config",
             "--python", "/opt/env/bin/python", "--shared-dir", "/shared")
-    recipe, nodes, config = (str(files / n) for n in ("recipe.toml", "nodes.txt", "ssh_config"))
+    recipe, hosts, config = (str(files / n) for n in ("recipe.toml", "nodes.txt", "ssh_config"))
     assert shlex.split(suggest.command("up", "--only", "env")) == [
-        "clusterprep", "up", "--only", "env", "-r", recipe, "-n", nodes, "-F", config,
+        "clusterprep", "up", "--only", "env", "-r", recipe, "-n", hosts, "-F", config,
         "--shared-dir", "/shared"]  # up builds the env: it takes no --python
-    assert shlex.split(suggest.command("nodes")) == ["clusterprep", "nodes", "-n", nodes,
+    assert shlex.split(suggest.command("nodes")) == ["clusterprep", "nodes", "-n", hosts,
                                                      "-F", config]
     assert shlex.split(suggest.command("smoke"))[-2:] == ["--python", "/opt/env/bin/python"]
     assert suggest.command("recipe", "show") == "clusterprep recipe show"
@@ -99,3 +104,62 @@ def test_slurm_is_kept_as_a_switch_and_the_allocation_as_a_value():
     assert suggest.command("weights", "sync") == (
         "clusterprep weights sync -n 'node-[01-04]' --slurm --slurm-job 4242")
     assert suggest.command("weights", "stage") == "clusterprep weights stage"  # on the head
+
+
+# -- stories: the advice clusterprep printed, run as printed ----------------------------------
+
+def advice(text: str, start: str) -> list[str]:
+    """The command in backquotes that begins with `start`, split as a shell would."""
+    found = re.search(r"`(" + re.escape(start) + r"[^`]*)`", " ".join(text.split()))
+    assert found, f"no `{start}...` in: {text}"
+    return shlex.split(found.group(1))
+
+
+def run_as_printed(cli, argv: list[str], **kwargs):
+    assert argv[0] == "clusterprep"
+    return cli(*argv[1:], **kwargs)
+
+
+def test_weights_stage_advice_keeps_the_recipe_and_the_staging_folder(
+        cli, nodes, tmp_path):  # noqa: F811 (the fixture imported above)
+    """The issue's own case: sync with nothing staged says to stage; staged as printed, in
+    the --staging folder with the recipe's repo (not the built-in recipe's), it syncs."""
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[shared]\ndir = "{nodes.shared}"\n[env]\nname = "e"\npython = "3"\n'
+                      '[weights]\nrepos = [{ id = "org/served" }]\n')
+    staging = tmp_path / "staging"
+    options = ["-r", str(recipe), "-n", str(nodes.nodes_file), "-F", str(nodes.ssh_config),
+               "--staging", str(staging)]
+
+    refused = cli("weights", "sync", *options)
+    assert refused.exit_code == 2
+    stage = advice(refused.stderr, "clusterprep weights stage")
+    assert stage == ["clusterprep", "weights", "stage", "--repo", "org/served@main",
+                     "-r", str(recipe), "--staging", str(staging)]
+    with Hub({"config.json": b"{}\n", "model.safetensors": b"w" * 4096}) as hub:
+        staged = run_as_printed(cli, stage, env={"HF_ENDPOINT": hub.url})
+    assert staged.exit_code == 0, staged.stderr
+    assert sorted(hub.downloads) == [("org/served", "config.json"),
+                                     ("org/served", "model.safetensors")]
+    synced = cli("weights", "sync", *options)
+    assert synced.exit_code == 0, synced.stdout + synced.stderr
+    for node in nodes.nodes:
+        assert len(list((node.home / CACHE).glob("models--org--served/snapshots/*/*"))) == 2
+
+
+def test_smoke_names_the_command_that_shows_why_a_node_is_unreachable(
+        cli, make_cluster, tmp_path):
+    sim = make_cluster(2)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[shared]\ndir = "{sim.shared}"\n[env]\nname = "e"\npython = "3"\n')
+    sim.node("node02").stop()
+    smoke = cli("smoke", "-r", str(recipe), "-n", str(sim.nodes_file), "-F",
+                str(sim.ssh_config), "--connect-timeout", "2", "--until", "names")
+    assert smoke.exit_code == 1
+    nodes_cmd = advice(smoke.stdout, "clusterprep nodes")
+    assert nodes_cmd == ["clusterprep", "nodes", "-n", str(sim.nodes_file),
+                         "-F", str(sim.ssh_config)]
+    shown = run_as_printed(cli, [*nodes_cmd, "--connect-timeout", "2", "--json"])
+    reports = {r["node"]: r for r in shown.json()["nodes"]}
+    assert reports["node01"]["reachable"] and not reports["node02"]["reachable"]
+    assert reports["node02"]["error"]["kind"] == "refused"

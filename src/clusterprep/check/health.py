@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from clusterprep import suggest
 from clusterprep.check.fingerprint import kib, nccl_conf
 from clusterprep.check.model import CRITICAL, HEALTH, WARNING, Finding, NodeState
 from clusterprep.fleet.gather import fold
@@ -215,7 +216,8 @@ def _gpu_diag(fingerprint: dict[str, Any]) -> list[Problem] | None:
     if not diag["ran"]:
         return [Problem(WARNING, f"not run: {diag['why']}",
                         f"make `dcgmi diag -r 1` work on {NODE} (install DCGM, start its host "
-                        "engine: `systemctl start nvidia-dcgm`), then check --gpu-diag again")]
+                        "engine: `systemctl start nvidia-dcgm`), then run "
+                        f"`{suggest.command('check', '--gpu-diag')}` again")]
     found = []
     for gpu, verdict in diag["gpus"].items():
         for kind, severity in (("failed", CRITICAL), ("warned", WARNING)):
