@@ -149,9 +149,16 @@ def test_every_node_loads_the_model_offline_and_a_node_that_lost_a_file_says_why
 
 def test_check_runs_the_loads_too_unless_told_not_to(cli, cluster, loaders, tmp_path):
     recipe = write_recipe(tmp_path / "recipe.toml", cluster.shared, loaders, WHERE_IT_RUNS)
-    (cluster.shared / "code").mkdir()
     options = ("-r", str(recipe), "-n", str(cluster.nodes_file), "-F", str(cluster.ssh_config),
                "--json")
+    before_up = cli("check", *options, timeout=300)
+    assert before_up.exit_code == 1
+    [not_run] = {(load["state"], load["tail"][-1], load["next"])
+                 for n in before_up.json()["loads"]["nodes"] for load in n["loads"]}
+    assert not_run[0] == "not-run" and "No such file or directory" in not_run[1]
+    assert not_run[2].startswith(f"the env or the code is not on this node as the recipe says: "
+                                 f"clusterprep up -r {recipe}")
+    (cluster.shared / "code").mkdir()
 
     checked = cli("check", *options, timeout=300).json()
     skipped = cli("check", *options, "--no-load", timeout=300).json()

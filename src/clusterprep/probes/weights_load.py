@@ -1,11 +1,13 @@
 """Probe: run the weights loads on this node, one after another, as the training code would
 load its models: inside the env (the activation lines), in the code's folder, offline
 (HF_HUB_OFFLINE=1 and the like, so a missing file fails here instead of downloading), with the
-node's own hub cache. Loads that need a GPU are skipped on a node without one.
+node's own hub cache. Loads that need a GPU are skipped on a node without one; none runs where
+the env cannot be activated or the code's folder is not there ("not-run", with the shell's
+words).
 
 Input: {"activate": str, "cwd": str|null, "env": {...}, "tail": int,
         "loads": [{"name", "command", "timeout", "gpu", "stdin"}]}.
-Output: {"gpus": int, "loads": [{"name", "state": "ok"|"failed"|"timeout"|"skipped",
+Output: {"gpus": int, "loads": [{"name", "state": "ok"|"failed"|"timeout"|"skipped"|"not-run",
          "seconds", "exit", "tail": [last lines of the loader's output]}]}.
 """
 
@@ -23,9 +25,13 @@ def gpus():
     return len(glob.glob("/dev/nvidia[0-9]*"))
 
 
+def prelude(data):
+    """The lines every load starts with: the env activated, then into the code's folder."""
+    return data["activate"] + (f"cd {shlex.quote(data['cwd'])}\n" if data["cwd"] else "")
+
+
 def run(load, data, env):
-    script = data["activate"] + (f"cd {shlex.quote(data['cwd'])}\n" if data["cwd"] else "")
-    script += load["command"] + "\n"
+    script = prelude(data) + load["command"] + "\n"
     started = time.monotonic()
     stdin = load.get("stdin")
     # Its own process group (so a timeout ends the whole load), in this session (so the head
@@ -54,8 +60,12 @@ def main():
     env = dict(os.environ, **data["env"])
     found = gpus()
     results = []
+    # The env and the code's folder first, once: if they are not there, no load can say more.
+    ready = run({"name": "", "command": "true", "timeout": 60, "stdin": None}, data, env)
     for load in data["loads"]:
-        if load["gpu"] and not found:
+        if ready["state"] != "ok":
+            results.append(dict(ready, name=load["name"], state="not-run"))
+        elif load["gpu"] and not found:
             results.append({"name": load["name"], "state": "skipped", "seconds": 0.0,
                             "exit": None, "tail": []})
         else:

@@ -23,7 +23,7 @@ from clusterprep.fleet import Fleet
 from clusterprep.weights.manifest import Manifest
 from clusterprep.weights.spec import LOAD_TIMEOUT, Load, RepoRef
 
-OK, FAILED, TIMEOUT, SKIPPED = "ok", "failed", "timeout", "skipped"
+OK, FAILED, TIMEOUT, SKIPPED, NOT_RUN = "ok", "failed", "timeout", "skipped", "not-run"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 HUB_CHECK = "huggingface_hub offline"
 TAIL_LINES = 12
@@ -36,8 +36,7 @@ class Outcome(Protocol):
 
 Report = TypeVar("Report", bound=Outcome)
 # What a loader says when the env, not the weights, is at fault.
-_ENV_FAULT = re.compile(r"ModuleNotFoundError|ImportError|command not found|No such file or "
-                        r"directory: '?python")
+_ENV_FAULT = re.compile(r"ModuleNotFoundError|ImportError|command not found")
 
 
 @dataclass
@@ -45,7 +44,8 @@ class LoadOutcome:
     """One load on one node."""
 
     name: str
-    state: str                      # ok | failed | timeout | skipped (gpu, and no GPU here)
+    state: str                      # ok | failed | timeout | skipped (gpu, and no GPU here) |
+    #                                 not-run (the env or the code's folder is not there)
     seconds: float = 0.0
     tail: list[str] = field(default_factory=list)   # the loader's last lines, when it failed
     next_step: str | None = None
@@ -154,6 +154,9 @@ def _next_step(load: Load, state: str, tail: list[str]) -> str | None:
     if state in (OK, SKIPPED):
         return None
     again = suggest.command("weights", "verify", "--load")
+    if state == NOT_RUN:
+        return (f"the env or the code is not on this node as the recipe says: "
+                f"{suggest.command('up')}, then {again}")
     if state == TIMEOUT:
         return (f"it ran past its timeout ({load.timeout:g} s): raise `timeout` in its "
                 f"[[weights.load]], or see what holds it on that node; then {again}")
