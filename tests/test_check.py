@@ -105,7 +105,7 @@ def test_a_package_in_one_nodes_user_site_is_caught_then_neutralised_by_up(
         "message": "does not match '^1\\.0$'"}
 
     table = cli("check", *args, *python)
-    assert "critical package:hello-cp: node03 differ" in table.stdout
+    assert "critical package:hello-cp: node03 differs" in table.stdout
     assert "node[01-02,04] *" in table.stdout
     assert "node03: hello-cp: does not match" in " ".join(table.stdout.split())
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
 from hubserver import Hub
-from test_weights import nodes  # noqa: F401 (the cluster the weights story syncs to)
 
 from clusterprep import suggest
 from clusterprep.cli import build_parser
 
 CACHE = Path(".cache/huggingface/hub")
+SERVED = "models--org--served"  # the repo the weights story stages and syncs
 
 
 def invoked(*argv: str) -> None:
@@ -120,8 +121,15 @@ def run_as_printed(cli, argv: list[str], **kwargs):
     return cli(*argv[1:], **kwargs)
 
 
-def test_weights_stage_advice_keeps_the_recipe_and_the_staging_folder(
-        cli, nodes, tmp_path):  # noqa: F811 (the fixture imported above)
+@pytest.fixture
+def nodes(cluster4):
+    """The session's 4 nodes, without the story's repo in their caches after."""
+    yield cluster4
+    for node in cluster4.nodes:
+        shutil.rmtree(node.home / CACHE / SERVED, ignore_errors=True)
+
+
+def test_weights_stage_advice_keeps_the_recipe_and_the_staging_folder(cli, nodes, tmp_path):
     """The issue's own case: sync with nothing staged says to stage; staged as printed, in
     the --staging folder with the recipe's repo (not the built-in recipe's), it syncs."""
     recipe = tmp_path / "recipe.toml"
@@ -144,7 +152,18 @@ def test_weights_stage_advice_keeps_the_recipe_and_the_staging_folder(
     synced = cli("weights", "sync", *options)
     assert synced.exit_code == 0, synced.stdout + synced.stderr
     for node in nodes.nodes:
-        assert len(list((node.home / CACHE).glob("models--org--served/snapshots/*/*"))) == 2
+        assert len(list((node.home / CACHE).glob(f"{SERVED}/snapshots/*/*"))) == 2
+
+    # verify names what mends a damaged cache; run as printed, it mends it
+    for blob in (nodes.node("node02").home / CACHE).glob(f"{SERVED}/blobs/*"):
+        blob.write_bytes(b"x")
+    damaged = cli("weights", "verify", *options)
+    assert damaged.exit_code == 1
+    assert "1 of 4 nodes is not ready: node02" in damaged.stderr
+    sync = advice(damaged.stderr, "clusterprep weights sync")
+    assert sync == ["clusterprep", "weights", "sync", *options]
+    assert run_as_printed(cli, sync).exit_code == 0
+    assert cli("weights", "verify", *options, "--full").exit_code == 0
 
 
 def test_smoke_names_the_command_that_shows_why_a_node_is_unreachable(

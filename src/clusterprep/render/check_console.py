@@ -19,13 +19,13 @@ def check_report(report: CheckReport) -> None:
     rows = report.matrix()
     table = Table(title="install checks")
     table.add_column("node")
-    for name in names:
+    for name in names or ["reached"]:  # a recipe without checks: the column says who answered
         table.add_column(name, overflow="fold")
     for row in rows:
         if row.error is not None:
             cells = [f"[red]{escape(row.error.kind)}[/]"] + [""] * max(0, len(names) - 1)
         else:
-            cells = [_cell(row.checks.get(name)) for name in names]
+            cells = [_cell(row.checks.get(name)) for name in names] or ["yes"]
         table.add_row(escape(fold(row.nodes)) + (" *" if row.head else ""), *cells)
     if names or any(row.error for row in rows):
         console.print(table)
@@ -53,10 +53,12 @@ def _findings(report: CheckReport) -> None:
         console.print(f"[{'green' if compared else 'yellow'}]{words}[/]")
         return
     critical = sum(1 for f in report.findings if f.severity == CRITICAL)
-    console.print(f"\n{len(report.findings)} findings ({critical} critical)")
+    count = len(report.findings)
+    console.print(f"\n{count} finding{'s' if count != 1 else ''} ({critical} critical)")
     for finding in report.findings:
         colour = "red" if finding.severity == CRITICAL else "yellow"
-        verb = "differ" if finding.kind == DRIFT else "unwell"
+        verb = ("differs" if len(finding.nodes) == 1 else "differ") if finding.kind == DRIFT \
+            else "unwell"
         console.print(f"[{colour}]{finding.severity}[/] {escape(finding.item)}: "
                       f"{escape(fold(finding.nodes))} {verb}", soft_wrap=True)
         for value, nodes in finding.values.items():

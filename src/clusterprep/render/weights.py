@@ -210,8 +210,14 @@ def verify_table(report: VerifyReport) -> None:
     out.print(table)
     bad = [n.node for n in report.nodes if not n.complete]
     if bad:
-        _err.print(f"[red]{len(bad)} of {len(report.nodes)} nodes are not ready:[/] {fold(bad)}",
-                   soft_wrap=True)
+        lacking = [n.node for n in report.nodes if not n.complete and n.error is None]
+        hint = (f"run `{suggest.command('weights', 'sync')}` to send "
+                f"{fold(lacking)} what is missing or corrupt" if lacking else
+                f"`{suggest.command('nodes')}` shows why "
+                f"{'it' if len(bad) == 1 else 'they'} cannot be reached")
+        verb = "is" if len(bad) == 1 else "are"
+        _err.print(f"[red]{len(bad)} of {len(report.nodes)} nodes {verb} not ready:[/] "
+                   f"{escape(fold(bad))}; {escape(hint)}", soft_wrap=True)
 
 
 def verify_document(report: VerifyReport) -> dict[str, Any]:
