@@ -182,3 +182,21 @@ def test_smoke_names_the_command_that_shows_why_a_node_is_unreachable(
     reports = {r["node"]: r for r in shown.json()["nodes"]}
     assert reports["node01"]["reachable"] and not reports["node02"]["reachable"]
     assert reports["node02"]["error"]["kind"] == "refused"
+
+
+def test_up_says_how_to_resume_with_the_steps_it_was_asked_for(cli, make_cluster, tmp_path):
+    sim = make_cluster(2)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[shared]\ndir = "{sim.shared}"\n[env]\nname = "e"\npython = "3"\n')
+    options = ["-r", str(recipe), "-n", str(sim.nodes_file), "-F", str(sim.ssh_config)]
+    sim.node("node02").stop()
+    up = cli("up", "--only", "shell", *options, "--connect-timeout", "2")
+    assert up.exit_code == 1
+    again = advice(up.stdout, "clusterprep up")
+    assert again == ["clusterprep", "up", "--only", "shell", *options]
+
+    bashrc = sim.node("node02").home / ".bashrc"
+    assert not bashrc.exists() or "Managed by clusterprep" not in bashrc.read_text()
+    sim.node("node02").start()
+    assert run_as_printed(cli, again).exit_code == 0
+    assert "Managed by clusterprep" in bashrc.read_text()

@@ -19,6 +19,7 @@ from rich.table import Table
 from clusterprep import suggest
 from clusterprep.fleet.gather import fold
 from clusterprep.render.console import stderr_console, stdout_console
+from clusterprep.steps import all_steps
 from clusterprep.steps.base import (
     CHANGED, FAILED, OK, SKIPPED, WOULD_CHANGE, Outcome, Step,
 )
@@ -102,10 +103,20 @@ def summary(result: UpResult) -> None:
                       if result.changes else "nothing to do")
     failed = result.failed_nodes
     if failed:
+        again = escape(suggest.command(verb, *_selection(result.steps)))
         console.print(f"[red]{len(failed)} of {len(result.nodes)} nodes failed: {fold(failed)}[/]"
-                      f" (run `{escape(suggest.command('up'))}` again once fixed: it resumes)")
+                      f" (run `{again}` again once fixed: it resumes)")
     if result.interrupted:
         console.print("[yellow]interrupted by the user[/]")
+
+
+def _selection(steps: list[str]) -> list[str]:
+    """`--only STEPS` when the run did not run every step (the repo step only runs when the
+    recipe has a [repo]: a run without it ran every step too)."""
+    every = [step.name for step in all_steps()]
+    if steps in (every, [name for name in every if name != "repo"]):
+        return []
+    return ["--only", ",".join(steps)]
 
 
 def details(console: Console, result: UpResult) -> None:
