@@ -138,11 +138,14 @@ def _notes(phase: PhaseResult) -> None:
         for node, label in phase.interfaces.items():
             by_label.setdefault(label, []).append(node)
         for label, nodes in by_label.items():
-            console.print(f"  {escape(fold(nodes))}: from {escape(label)}", soft_wrap=True)
+            verb = "connects" if len(nodes) == 1 else "connect"
+            console.print(f"  {escape(fold(nodes))} {verb} from {escape(label)}",
+                          soft_wrap=True)
     if isinstance(phase, CollectiveResult) and phase.swept:
         if phase.leftovers:
             left = counted(len(phase.leftovers), "process", "processes")
-            console.print(f"collective: {left} of the run were still alive at its end: "
+            were = "was" if len(phase.leftovers) == 1 else "were"
+            console.print(f"collective: {left} of the run {were} still alive at its end: "
                           "noted and killed")
         else:
             console.print("collective: no process of the run is left on any node")

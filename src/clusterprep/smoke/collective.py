@@ -318,13 +318,18 @@ def _timeout_problems(result: CollectiveResult, plan: CollectivePlan,
     return problems
 
 
+def _still_alive(count: int) -> str:
+    return (f"{count} process of the run was still alive" if count == 1 else
+            f"{count} processes of the run were still alive")
+
+
 def _sweep_findings(result: CollectiveResult) -> list[Problem]:
     """After a clean run nothing should be left; anything found was killed, and is named."""
     by_node: dict[str, list[Leftover]] = {}
     for p in result.leftovers:
         by_node.setdefault(p.node, []).append(p)
-    return [Problem(node, f"{len(found)} process(es) of the run were still alive after it "
-                          f"ended (killed): {found[0].command[:120]}",
+    return [Problem(node, f"{_still_alive(len(found))} after it ended (killed): "
+                          f"{found[0].command[:120]}",
                     "a rank that does not exit holds the port or a GPU: report this")
             for node, found in by_node.items()]
 
