@@ -200,3 +200,14 @@ def test_up_says_how_to_resume_with_the_steps_it_was_asked_for(cli, make_cluster
     sim.node("node02").start()
     assert run_as_printed(cli, again).exit_code == 0
     assert "Managed by clusterprep" in bashrc.read_text()
+
+
+def test_recipe_init_names_the_file_it_wrote_for_up_from_any_folder(cli, tmp_path):
+    (tmp_path / "my recipes").mkdir()
+    done = cli("recipe", "init", "my recipes/train.toml")
+    assert done.exit_code == 0
+    up = advice(done.stderr, "clusterprep up")
+    assert up == ["clusterprep", "up", "-r", str(tmp_path / "my recipes" / "train.toml")]
+    # `up` itself would set up nodes; the recipe it names loads as the file just written
+    shown = cli("recipe", "show", up[-1], cwd=tmp_path / "my recipes")
+    assert shown.exit_code == 0 and shown.stdout == Path(up[-1]).read_text()
