@@ -13,13 +13,23 @@ from importlib import resources
 
 # A probe shares code with others through a part, `probes/_PART.py`, named on a line of its own
 # in this exact form; `load` puts the part's source there, so the probe still travels as one
-# script (and runs as it is from a checkout, where the import finds the part beside it).
+# script (and runs as it is from a checkout, where the import finds the part beside it). A part
+# may use parts in the same way; each is inlined once, where it is first named.
 _PART = re.compile(r"^from (_[a-z_]+) import [\w, ]+  # inlined by probes\.load$", re.MULTILINE)
 
 
 def load(name: str) -> str:
-    """The source of `probes/NAME.py`, with the parts it uses inlined."""
-    return _PART.sub(lambda use: _read(use.group(1)), _read(name))
+    """The source of `probes/NAME.py`, with the parts it uses (and theirs) inlined."""
+    inlined: set[str] = set()
+
+    def inline(use: re.Match[str]) -> str:
+        part = use.group(1)
+        if part in inlined:
+            return ""
+        inlined.add(part)
+        return _PART.sub(inline, _read(part))
+
+    return _PART.sub(inline, _read(name))
 
 
 def _read(name: str) -> str:

@@ -1,79 +1,28 @@
-"""Probe part: a node's Hugging Face cache, clusterprep's stamps of the files it wrote there,
-and the JSON lines a probe prints. Inlined by probes.load; stdlib only, like the probes.
+"""Probe part: where a node's Hugging Face hub cache is, by huggingface_hub's own rule. Inlined
+by probes.load; stdlib only, like the probes."""
 
-A stamp is `[size, mtime_ns, ctime_ns, inode, sha256]`, taken right after clusterprep wrote a
-file and checked its hash. Any later write to the file, even one that restores its size and
-mtime, changes its ctime (which only the kernel sets), so a file whose stat still matches its
-stamp holds the bytes that were hashed; corruption below the filesystem (a failing disk) is
-the one thing only a full hash (`--full`) finds.
-"""
-
-import json
 import os
-import sys
-
-def emit(obj):
-    """Print one JSON line; False when the head is gone. Threads may share it: the binary
-    stdout's own lock keeps each line whole."""
-    try:
-        sys.stdout.buffer.write(json.dumps(obj).encode() + b"\n")
-        sys.stdout.buffer.flush()
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def hub_cache():
-    """The cache huggingface_hub resolves on this node, and which setting decided it."""
+    """The cache huggingface_hub resolves on this node, and which setting decided it.
+
+    The rule of huggingface_hub's constants.py (huggingface_hub@ee0a4510, lines 157-183):
+    HF_HUB_CACHE, else the older HUGGINGFACE_HUB_CACHE, else HF_HOME/hub, else
+    $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub; `~` and $VARIABLES
+    expanded; a variable set to "" counts as set (os.getenv's default does not apply). A
+    relative path is relative to the folder a process runs in, here the probe's own (the login
+    folder): made absolute, so the head is told where the files go.
+    """
+    env = os.environ
     for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(name):
-            return os.path.abspath(os.path.expanduser(os.environ[name])), name
-    if os.environ.get("HF_HOME"):
-        home = os.path.abspath(os.path.expanduser(os.environ["HF_HOME"]))
-        return os.path.join(home, "hub"), "HF_HOME"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(os.path.abspath(xdg), "huggingface", "hub"), "default"
+        if name in env:
+            return _resolved(env[name]), name
+    if "HF_HOME" in env:
+        return os.path.join(_resolved(env["HF_HOME"]), "hub"), "HF_HOME"
+    xdg = env.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    return os.path.join(_resolved(os.path.join(xdg, "huggingface")), "hub"), "default"
 
 
-def stamps_path():
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(xdg, "clusterprep", "weights-stamps.json")
-
-
-def _all_stamps(path):
-    """Every cache's stamps in the file; {} for a file missing, unreadable or not ours (a
-    stamp only spares a hash: losing them is never worse than hashing again)."""
-    try:
-        with open(path) as f:
-            everything = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return everything if isinstance(everything, dict) else {}
-
-
-def load_stamps(cache):
-    stamps = _all_stamps(stamps_path()).get(cache)
-    return stamps if isinstance(stamps, dict) else {}
-
-
-def save_stamps(cache, stamps):
-    """Record stamps; a full disk only costs a hash next time, so failing here is quiet."""
-    path = stamps_path()
-    everything = _all_stamps(path)
-    everything[cache] = stamps
-    aside = path + ".%d" % os.getpid()
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(aside, "w") as f:
-            json.dump(everything, f)
-        os.replace(aside, path)
-    except OSError:
-        try:
-            os.unlink(aside)
-        except OSError:
-            pass
-
-
-def stamp_of(st, sha):
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sha]
-
+def _resolved(path):
+    return os.path.abspath(os.path.expandvars(os.path.expanduser(path)))

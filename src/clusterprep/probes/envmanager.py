@@ -13,6 +13,8 @@ import subprocess
 import sys
 import urllib.request
 
+from _atomic import Aside  # inlined by probes.load
+
 
 def conda_version(base):
     conda = os.path.join(base, "bin", "conda")
@@ -43,17 +45,21 @@ def download(spec):
     final = os.path.join(spec["download_dir"], name)
     if os.path.exists(final) and sha256_of(final) == spec["sha256"]:
         return final
-    partial = final + ".part"
+    partial = Aside(final)
     digest = hashlib.sha256()
-    with urllib.request.urlopen(spec["url"], timeout=60) as response, open(partial, "wb") as f:
-        for chunk in iter(lambda: response.read(1 << 20), b""):
-            digest.update(chunk)
-            f.write(chunk)
+    try:
+        with urllib.request.urlopen(spec["url"], timeout=60) as response:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                partial.write(chunk)
+    except BaseException:
+        partial.discard()
+        raise
     if digest.hexdigest() != spec["sha256"]:
-        os.unlink(partial)
+        partial.discard()
         raise ValueError("sha256 mismatch for %s: expected %s, got %s; nothing was run"
                          % (spec["url"], spec["sha256"], digest.hexdigest()))
-    os.replace(partial, final)
+    partial.commit()
     return final
 
 

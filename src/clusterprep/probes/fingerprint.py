@@ -26,6 +26,7 @@ import time
 print(json.dumps({"clock": time.time()}), flush=True)
 
 from _comms import fabric, memlock, nccl_stack, startup_lines  # inlined by probes.load
+from _hubcache import hub_cache  # inlined by probes.load
 
 # The GPU health code is compiled only on nodes with nvidia-smi: compiling it would cost every
 # other node (and the head, when it is one) milliseconds for nothing. It travels as text.
@@ -160,14 +161,6 @@ def free_bytes(path):
     except OSError:
         return None
     return stats.f_bavail * stats.f_frsize
-
-
-def hf_cache():
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
-    return os.path.join(home, "hub")
 
 
 # Everything that imports the env's packages (the import checks, their values, torch's own
@@ -452,7 +445,7 @@ def main():
         "env": env,
         "startup_lines": startup_lines(list(env) + ["PATH"], SECRET),
         "limits": {"open_files": nofile[0], "shm_bytes": shm, "memlock": memlock()},
-        "disk": {"hf_cache": hf_cache(), "hf_cache_free": free_bytes(hf_cache()),
+        "disk": {"hf_cache": hub_cache()[0], "hf_cache_free": free_bytes(hub_cache()[0]),
                  "shared_free": free_bytes(payload["shared"]) if payload.get("shared") else None},
         "checks": [check(spec, answers, payload.get("activate")) for spec in checks],
     }))

@@ -6,7 +6,7 @@ Stdlib only; runs on the node. Input: one JSON line, `{"action": "check", "entri
 
 Manifest entries are `[path, kind, size, sha256, target]`, paths relative to the cache root,
 kind "f" (file) or "l" (relative symlink to `target`). A file whose stat matches the stamp
-clusterprep recorded when it wrote it (see the `_hubcache` part) is trusted without hashing,
+clusterprep recorded when it wrote it (see the `_stamps` part) is trusted without hashing,
 unless `full`; others are hashed when `hash_unstamped` (a sync, which then records the stamps
 of the files it found right) and compared by size otherwise (a verify, which writes nothing).
 """
@@ -16,7 +16,9 @@ import os
 import sys
 import time
 
-from _hubcache import emit, hub_cache, load_stamps, save_stamps, stamp_of  # inlined by probes.load
+from _emit import emit  # inlined by probes.load
+from _hubcache import hub_cache  # inlined by probes.load
+from _stamps import load_stamps, save_stamps, stamp_of  # inlined by probes.load
 
 # hashlib is imported where it is used: a `sync` with nothing to do hashes nothing, and on
 # many nodes every millisecond of start-up counts.

@@ -13,8 +13,8 @@ The key is never printed: every message that leaves this script is scrubbed of i
 import json
 import os
 import sys
-import tempfile
 
+from _atomic import write_atomically  # inlined by probes.load
 from _secrets import SECRETS, scrub  # inlined by probes.load
 
 
@@ -148,31 +148,6 @@ def rewrite(text, machine, key):
     return prefix + block, "added"
 
 
-def write_atomically(path, data, like):
-    folder = os.path.dirname(path)
-    fd, temporary = tempfile.mkstemp(prefix=".netrc.", dir=folder)  # mode 0600 from creation
-    try:
-        os.fchmod(fd, 0o600)
-        if like is not None and os.geteuid() == 0:
-            os.fchown(fd, like.st_uid, like.st_gid)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def apply(request):
     machine = request["machine"]
     key = request.get("key") if request["action"] == "login" else None
@@ -195,7 +170,7 @@ def apply(request):
             os.chmod(path, 0o600)
             mode_fixed = True
     else:
-        write_atomically(path, new.encode("utf-8", "surrogateescape"), like)
+        write_atomically(path, new.encode("utf-8", "surrogateescape"), 0o600, like)
     return {"ok": True, "status": status, "path": path, "mode_fixed": mode_fixed}
 
 

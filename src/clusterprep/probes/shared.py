@@ -9,6 +9,8 @@ import os
 import shutil
 import sys
 
+from _atomic import write_atomically  # inlined by probes.load
+
 
 def free_bytes(path):
     try:
@@ -21,10 +23,7 @@ def write(spec):
     folder = spec["dir"]
     created = not os.path.isdir(folder)
     os.makedirs(os.path.dirname(spec["token_file"]), exist_ok=True)
-    temp = spec["token_file"] + ".%d.tmp" % os.getpid()
-    with open(temp, "w") as f:
-        f.write(spec["token"])
-    os.replace(temp, spec["token_file"])
+    write_atomically(spec["token_file"], spec["token"].encode())
     return {"ok": True, "created": created, "free": free_bytes(folder)}
 
 

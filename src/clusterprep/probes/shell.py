@@ -9,7 +9,8 @@ back the original file, byte for byte. Stdlib only; the file is replaced atomica
 import json
 import os
 import sys
-import tempfile
+
+from _atomic import write_atomically  # inlined by probes.load
 
 BEGIN = b"# >>> clusterprep >>>"
 END = b"# <<< clusterprep <<<"
@@ -60,25 +61,6 @@ def state(path, block):
     return data, span, right
 
 
-def write_atomic(path, data, like):
-    folder = os.path.dirname(path)
-    fd, temp = tempfile.mkstemp(dir=folder, prefix=".bashrc.clusterprep.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if like is not None:
-            os.chmod(temp, like.st_mode & 0o7777)
-            os.chown(temp, like.st_uid, like.st_gid)
-        else:
-            os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
-
-
 def main():
     spec = json.loads(sys.stdin.read())
     # Follow a symlinked ~/.bashrc (dotfile managers) and replace the file it points to.
@@ -96,7 +78,7 @@ def main():
                                            data[span[0]:span[1]].startswith(BEGIN + CREATED))
                 rest = b"" if data is None else data[:span[0]] + data[span[1]:] if span else data
                 like = os.stat(path) if data is not None else None
-                write_atomic(path, desired(not created, spec["block"]) + rest, like)
+                write_atomically(path, desired(not created, spec["block"]) + rest, like=like)
                 if not state(path, spec["block"])[2]:
                     raise BlockError("~/.bashrc does not read back as written")
             answer = {"ok": True, "changed": not right, "path": path}
@@ -109,7 +91,7 @@ def main():
                 if created and not rest:
                     os.unlink(path)
                 else:
-                    write_atomic(path, rest, os.stat(path))
+                    write_atomically(path, rest, like=os.stat(path))
                 answer = {"ok": True, "changed": True, "path": path}
     except BlockError as e:
         answer = {"ok": False, "error": str(e)}
