@@ -29,7 +29,6 @@ from clusterprep.weights.manifest import build as build_manifest
 from clusterprep.weights.pace import PACE, Pace
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.spec import parse_repo_option
-from clusterprep.weights.transfer import plan
 from clusterprep.weights.verify import verify
 from hubserver import COMMIT as HUB_COMMIT
 from hubserver import Hub
@@ -588,19 +587,6 @@ def test_the_staging_is_read_only_by_nodes_that_prove_they_see_it(cli, nodes, st
     assert report["chains"] == [["node02", "node01", "node03", "node04"]]
     for node in nodes.nodes:
         assert tree(node.home / DEFAULT_CACHE) == staged_tree(staging), node.name
-
-
-@pytest.mark.parametrize("nodes_in_order, count, readers, chains", [
-    ("abcd", 1, "abcd", ["abcd"]),
-    ("abcde", 2, "abcde", ["abc", "de"]),
-    ("abcde", 2, "bd", ["bac", "de"]),  # each chain led by a node that reads the staging
-    ("abc", 1, "", ["abc"]),            # none does: the head sends to the first
-    ("abc", 9, "", ["a", "b", "c"]),    # never more chains than nodes: a star
-])
-def test_nodes_split_into_consecutive_chains_each_led_by_a_staging_reader(
-        nodes_in_order, count, readers, chains):
-    planned = plan(list(nodes_in_order), count, lambda node: node in readers)
-    assert ["".join(chain) for chain in planned] == chains
 
 
 def test_two_chains_share_the_nodes_and_each_reads_the_staging(cli, nodes, staging):

@@ -22,13 +22,13 @@ from pathlib import Path
 
 from clusterprep.fleet import Fleet
 from clusterprep.interrupts import acknowledge
+from clusterprep.weights import chain
 from clusterprep.weights.manifest import Manifest
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.receiver import NodeSync, Target
 from clusterprep.weights.transfer import Transfer
 from clusterprep.weights.verify import NodeCache, check_caches
 
-CHAIN, CHAINS, STAR = "chain", "chains", "star"
 TOKEN_FILE = ".clusterprep-sync-token"
 
 
@@ -36,7 +36,7 @@ TOKEN_FILE = ".clusterprep-sync-token"
 class SyncReport:
     manifest: Manifest
     nodes: list[NodeSync]
-    mode: str | None = None          # chain | chains | star | None when nothing had to move
+    mode: str | None = None          # chain.CHAIN, CHAINS, STAR; None when nothing had to move
     chains: list[list[str]] = field(default_factory=list)   # as planned, first node first
     staging_readers: list[str] = field(default_factory=list)  # nodes that saw the staging
     reforms: list[str] = field(default_factory=list)        # nodes cut out, and what followed
@@ -81,7 +81,7 @@ async def sync(
                         interrupted=interrupted)
     targets = _targets(fleet, manifest, states, bad, report.nodes)
     if targets and not interrupted:
-        count = sum(t.wants_files for t in targets) if star else chains
+        count = chain.chain_count(sum(t.wants_files for t in targets), chains, star)
         transfer = Transfer(fleet, manifest, targets, listener, secret=secrets.token_hex(32),
                             chains=count, staging_readers=set(report.staging_readers),
                             bwlimit=bwlimit, stall=fleet.hung_after)
@@ -91,7 +91,7 @@ async def sync(
             # Ctrl-C: the transfer marked its unfinished nodes; report what was done.
             report.interrupted = fleet.interrupted = True
             acknowledge()
-        report.chains, report.mode = transfer.chains, _mode(transfer.chains)
+        report.chains, report.mode = transfer.chains, chain.mode(transfer.chains)
         report.reforms, report.broken_links = transfer.reforms, transfer.broken_links
         report.planned_bytes, report.source_bytes = transfer.total, transfer.source_bytes
     report.seconds = time.monotonic() - started
@@ -124,10 +124,3 @@ def _targets(fleet: Fleet, manifest: Manifest, states: list[NodeCache],
             targets.append(Target(node, state.cache or "", entries, outcome))
     return targets
 
-
-def _mode(chains: list[list[str]]) -> str | None:
-    if not chains:
-        return None
-    if all(len(chain) == 1 for chain in chains):
-        return STAR
-    return CHAIN if len(chains) == 1 else CHAINS

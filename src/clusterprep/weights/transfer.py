@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from clusterprep.errors import HUNG, NodeError, NodeUnreachable
 from clusterprep import probes
 from clusterprep.fleet import Fleet
+from clusterprep.weights import chain
 from clusterprep.weights.manifest import Entry, Manifest
 from clusterprep.weights.pace import Pace
 from clusterprep.weights.progress import NodeBytesListener
@@ -30,24 +30,6 @@ from clusterprep.weights.receiver import TRANSFER_FAILED, Event, Receiver, Targe
 GRACE = 2.0         # seconds to let a broken link's cause show (a node's end) before splitting
 CHUNK = 1 << 20     # bytes per frame the head sends
 WINDOW = 32 << 20   # bytes the head sends beyond what a receiver has said it holds
-
-
-Member = TypeVar("Member")
-
-
-def plan(carriers: list[Member], count: int,
-         reads_staging: Callable[[Member], bool]) -> list[list[Member]]:
-    """`count` chains of consecutive nodes (inventory order), each led by its first node that
-    reads the staging itself, where one does."""
-    count = max(1, min(count, len(carriers)))
-    size, extra = divmod(len(carriers), count)
-    chains, start = [], 0
-    for i in range(count):
-        chain = carriers[start:start + size + (i < extra)]
-        start += len(chain)
-        leader = next((r for r in chain if reads_staging(r)), chain[0])
-        chains.append([leader] + [r for r in chain if r is not leader])
-    return chains
 
 
 class Transfer:
@@ -159,14 +141,14 @@ class Transfer:
     def _form(self, carriers: list[Receiver]) -> None:
         if not carriers:
             return
-        chains = plan(carriers, self.chain_count, self._reads_staging)
+        chains = chain.plan(carriers, self.chain_count, self._reads_staging)
         self.chains = [[r.name for r in chain] for chain in chains]
-        for chain in chains:
+        for members in chains:
             # Links first: a first node that reads a small stream at once has its next node
             # by then (were it not, the end of the first node would still feed that node).
-            for upstream, downstream in zip(chain, chain[1:]):
+            for upstream, downstream in zip(members, members[1:]):
                 self._link(upstream, downstream)
-            self._feed(chain[0])
+            self._feed(members[0])
 
     async def _until_all_ended(self) -> None:
         while any(r.running for r in self.receivers):
@@ -220,7 +202,7 @@ class Transfer:
             return
         assert receiver.done is not None
         if receiver.done.get("passed_to") != receiver.link_out:
-            receiver.downstream = None
+            chain.split(receiver)
             self._feed(downstream)
 
     def _recheck_later(self, upstream: Receiver | None, downstream: Receiver | None,
@@ -276,23 +258,20 @@ class Transfer:
         """Take a node out of its chain: the node before it passes the stream on to the node
         after it, or that node reads from the source. Says what changed, if anything did."""
         self.pace.pause(time.monotonic())
-        upstream, downstream = leaving.upstream, leaving.downstream
-        leaving.upstream = leaving.downstream = None
+        if leaving.upstream is not None:
+            leaving.upstream.link_out = None
         leaving.link_in = leaving.link_out = None
-        alive = upstream is not None and upstream.running
-        if upstream is not None:
-            upstream.downstream = None
-            upstream.link_out = None
-            if alive and downstream is None:
-                upstream.send({"next": None})  # the last node now
-        if downstream is None:
-            return None
-        if alive:
-            assert upstream is not None
+        reform = chain.leave(leaving, lambda upstream: upstream.running)
+        if reform.last is not None:
+            reform.last.send({"next": None})
+        if reform.link is not None:
+            upstream, downstream = reform.link
             self._link(upstream, downstream)
             return f"{upstream.name} passes the stream on to {downstream.name}"
-        self._feed(downstream)
-        return f"{downstream.name} {self._source_of(downstream)}"
+        if reform.fed is not None:
+            self._feed(reform.fed)
+            return f"{reform.fed.name} {self._source_of(reform.fed)}"
+        return None
 
     def _link(self, upstream: Receiver, downstream: Receiver) -> None:
         if downstream.port is None:
@@ -300,14 +279,14 @@ class Transfer:
             self._split(upstream, downstream, downstream.listen_error or "it has no listener")
             return
         self.links += 1
-        upstream.downstream, downstream.upstream = downstream, upstream
+        chain.join(upstream, downstream)
         upstream.link_out = downstream.link_in = self.links
         upstream.send({"next": [downstream.address, downstream.port], "link": self.links})
 
     def _split(self, upstream: Receiver, downstream: Receiver, why: str) -> None:
         """The chain splits between two nodes: the second one is fed from the source."""
         self.pace.pause(time.monotonic())
-        upstream.downstream = None
+        chain.split(upstream)
         upstream.link_out = None
         self.broken_links.append(f"{upstream.name} -> {downstream.name}: {why}")
         self._feed(downstream)
@@ -315,11 +294,12 @@ class Transfer:
     def _feed(self, receiver: Receiver) -> None:
         receiver.upstream = None
         receiver.link_in = None
-        receiver.send({"source": "staging" if self._reads_staging(receiver) else "stdin"})
+        fed_by = chain.source(receiver, self._reads_staging)
+        receiver.send({"source": "staging" if fed_by == chain.STAGING else "stdin"})
 
     def _source_of(self, receiver: Receiver) -> str:
-        return ("reads the staging itself" if self._reads_staging(receiver)
-                else "gets the stream from the head")
+        return ("reads the staging itself" if chain.source(receiver, self._reads_staging)
+                == chain.STAGING else "gets the stream from the head")
 
     # -- the head as the source ----------------------------------------------------------------
 
