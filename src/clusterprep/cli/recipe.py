@@ -10,6 +10,7 @@ from typing import Any
 from clusterprep import suggest
 from clusterprep.cli import common
 from clusterprep.errors import UsageError
+from clusterprep.localfiles import write_atomically
 from clusterprep.recipe import read_text
 from clusterprep.render import console
 
@@ -37,7 +38,7 @@ def cmd_recipe_init(args: argparse.Namespace) -> int:
     if target.exists() and not args.force:
         raise UsageError(f"{target} exists; use --force to overwrite it")
     _, text = read_text(None)
-    target.write_text(text, encoding="utf-8")
+    write_atomically(target, text.encode("utf-8"))
     up = suggest.command("up", "-r", str(target.resolve()))
     console.note(f"wrote {target}: edit it, then `{up}`")
     return common.EXIT_OK

@@ -21,6 +21,7 @@ from typing import Any
 
 from clusterprep import suggest
 from clusterprep.errors import ClusterprepError
+from clusterprep.localfiles import write_atomically
 from clusterprep.weights.record import adopt_advice, aside_path, committed, unrecorded
 from clusterprep.weights.spec import RepoRef
 
@@ -196,9 +197,8 @@ def _load_hash_cache(staging: Path) -> dict[str, list[Any]]:
 
 
 def _save_hash_cache(staging: Path, cache: dict[str, list[Any]]) -> None:
-    aside = aside_path(staging / HASH_CACHE)
+    final = staging / HASH_CACHE
     try:
-        aside.write_text(json.dumps(cache))
-        os.replace(aside, staging / HASH_CACHE)
+        write_atomically(final, json.dumps(cache).encode(), aside=aside_path(final))
     except OSError:
         pass  # a read-only staging cache is hashed again next time

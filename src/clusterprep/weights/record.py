@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusterprep import suggest
+from clusterprep.localfiles import write_atomically
 from clusterprep.weights.spec import RepoRef
 
 RECORDS = ".clusterprep-staged"
@@ -75,9 +76,7 @@ def save(staging: Path, ref: RepoRef, record: StagedRevision) -> None:
     data = {"repo": record.repo, "commit": record.commit,
             "files": {path: list(what) for path, what in sorted(record.files.items())},
             "staged": sorted(record.staged)}
-    aside = aside_path(final)
-    aside.write_text(json.dumps(data, indent=1))
-    os.replace(aside, final)
+    write_atomically(final, json.dumps(data, indent=1).encode(), aside=aside_path(final))
 
 
 def resolve_revision(repo_dir: Path, revision: str) -> str | None:

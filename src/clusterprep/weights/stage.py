@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clusterprep.errors import ClusterprepError
+from clusterprep.localfiles import write_atomically
 from clusterprep.probes._links import swap_link
 from clusterprep.weights import record as records
 from clusterprep.weights.manifest import SHA256_NAME, HashCache, StagingError
@@ -126,10 +127,7 @@ def _commit(staging: Path, repo: RepoRef, revision: StagedRevision) -> None:
     ref = staging / repo.folder / "refs" / repo.revision
     if repo.revision != revision.commit and not (
             ref.is_file() and ref.read_text().strip() == revision.commit):
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        aside = aside_path(ref)
-        aside.write_text(revision.commit)
-        os.replace(aside, ref)
+        write_atomically(ref, revision.commit.encode(), aside=aside_path(ref))
 
 
 # -- in place: a cache copied into the staging folder by hand --------------------------------

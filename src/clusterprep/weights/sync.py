@@ -22,10 +22,12 @@ from pathlib import Path
 
 from clusterprep.fleet import Fleet
 from clusterprep.interrupts import acknowledge
+from clusterprep.localfiles import write_atomically
 from clusterprep.weights import chain
 from clusterprep.weights.manifest import Manifest
 from clusterprep.weights.progress import NodeBytesListener
 from clusterprep.weights.receiver import NodeSync, Target
+from clusterprep.weights.record import aside_path
 from clusterprep.weights.transfer import Transfer
 from clusterprep.weights.verify import NodeCache, check_caches
 
@@ -103,7 +105,7 @@ def _write_token(staging: Path) -> tuple[str, str] | None:
     None when the head cannot write there (then the head sends the stream itself)."""
     path, value = staging / TOKEN_FILE, secrets.token_hex(16)
     try:
-        path.write_text(value)
+        write_atomically(path, value.encode(), aside=aside_path(path))
     except OSError:
         return None
     return str(path), value
