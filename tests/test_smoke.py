@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import launchers
 import pytest
 import torchenv
 from conftest import SRC
@@ -77,19 +79,23 @@ def run_processes(sim) -> dict[str, list[str]]:
     return left
 
 
-def colossalai_hosts(path: Path) -> list[str]:
-    """colossalai run's own hostfile rules: one host per line, blank lines skipped, the whole
-    stripped line is the host (no comment syntax), a duplicate is an error."""
-    hosts: list[str] = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        assert line.strip() not in hosts, f"duplicate host {line.strip()}"
-        hosts.append(line.strip())
-    return hosts
+def colossalai_hosts(sim, path: Path) -> list[str]:
+    """The hosts colossalai's own fetch_hostfile reads from `path`, run on the head, where
+    `colossalai run` runs (it resolves every host)."""
+    head = sim.nodes[0]
+    done = head.run(f"/usr/bin/python3 - {shlex.quote(str(path))}",
+                    input=launchers.colossalai_parser(), check=True)
+    return json.loads(done.stdout)
 
 
-def test_identical_nodes_pass_every_phase_and_get_a_hostfile_for_colossalai(
+def deepspeed_pool(path: Path) -> list[list]:
+    """[host, slots] as DeepSpeed's own runner reads `path` (it resolves nothing)."""
+    done = subprocess.run([sys.executable, "-c", launchers.deepspeed_parser(), str(path)],
+                          capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(done.stdout)
+
+
+def test_identical_nodes_pass_every_phase_and_get_a_hostfile_for_each_launcher(
         make_cluster, cli, torch_env):
     sim = make_cluster(2)
     page = sim.root / "smoke.html"
@@ -121,8 +127,13 @@ def test_identical_nodes_pass_every_phase_and_get_a_hostfile_for_colossalai(
     assert collective["swept"] and collective["leftovers"] == []
 
     handover = phase(document, "handover")
-    assert colossalai_hosts(sim.root / "hostfile") == ["node01", "node02"]
+    assert colossalai_hosts(sim, sim.root / "hostfile") == ["node01", "node02"]
+    assert handover["deepspeed_hostfile"] == str(sim.root / "hostfile.deepspeed")
+    assert deepspeed_pool(sim.root / "hostfile.deepspeed") == [["node01", 1], ["node02", 1]]
     port = phase(document, "rendezvous")["port"]
+    assert handover["deepspeed"] == (
+        f"deepspeed --hostfile {sim.root / 'hostfile.deepspeed'} --master_addr node01 "
+        f"--master_port {port} TRAIN_SCRIPT [ARGS...]")
     assert f"--hostfile {sim.root / 'hostfile'} --master_addr node01 --master_port {port}" \
         in handover["colossalai"]
     assert handover["torchrun"][1].startswith(

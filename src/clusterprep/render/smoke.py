@@ -151,8 +151,12 @@ def _notes(phase: PhaseResult) -> None:
             console.print("collective: no process of the run is left on any node")
     if isinstance(phase, HandoverResult) and phase.hosts:
         console.print(f"hostfile: {escape(phase.hostfile)} ({counted(len(phase.hosts), 'host')}, "
-                      f"{escape(phase.hosts[0])} first)", soft_wrap=True)
+                      f"{escape(phase.hosts[0])} first), for colossalai run, pdsh -w ^FILE "
+                      "and clush --hostfile", soft_wrap=True)
+        console.print(f"DeepSpeed's hostfile: {escape(phase.deepspeed_hostfile)} (HOST slots=N), "
+                      "for deepspeed --hostfile", soft_wrap=True)
         console.print(f"launch with colossalai:\n  {escape(phase.colossalai)}", soft_wrap=True)
+        console.print(f"or with deepspeed:\n  {escape(phase.deepspeed)}", soft_wrap=True)
         console.print("or with torchrun, on each node (node_rank in hostfile order):",
                       soft_wrap=True)
         for host, line in list(zip(phase.hosts, phase.torchrun))[:ROWS]:

@@ -78,7 +78,10 @@ def _section(phase: PhaseResult) -> str:
     elif isinstance(phase, HandoverResult) and phase.hosts:
         parts.append(f"<p>hostfile <code>{escape(phase.hostfile)}</code>: "
                      f"{escape(', '.join(phase.hosts))}</p>")
+        parts.append(f"<p>DeepSpeed's hostfile <code>{escape(phase.deepspeed_hostfile)}</code> "
+                     "(<code>HOST slots=N</code>)</p>")
         parts.append(f"<p>colossalai: <code>{escape(phase.colossalai)}</code></p>")
+        parts.append(f"<p>deepspeed: <code>{escape(phase.deepspeed)}</code></p>")
         parts.append(_table(["host", "torchrun"], [
             [escape(h), f"<code>{escape(line)}</code>"]
             for h, line in zip(phase.hosts, phase.torchrun)]))

@@ -150,9 +150,11 @@ class CollectiveResult(PhaseResult):
 @dataclass
 class HandoverResult(PhaseResult):
     name: str = HANDOVER
-    hostfile: str = ""
+    hostfile: str = ""             # colossalai run, pdsh -w ^FILE, clush --hostfile
+    deepspeed_hostfile: str = ""   # deepspeed --hostfile: `HOST slots=N`
     hosts: list[str] = field(default_factory=list)
     colossalai: str = ""
+    deepspeed: str = ""
     torchrun: list[str] = field(default_factory=list)
 
 
