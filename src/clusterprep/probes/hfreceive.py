@@ -28,6 +28,10 @@ whose downstream fails waits for the head's word before reading on, so that its 
 covers the gap. A disk that fails (full) costs this node its own files, never the nodes after
 it: the bytes are still passed on. The head closing stdin before the end stops everything;
 nothing half-written ever carries a final name.
+
+This file is the conversation (the Receiver); its parts hold the rest: _handshake (the links
+and their secret), _ring (chunk buffers, the resend ring), _stream (the sources and the next
+node), _cachewriter (the writer thread, links, leftovers), _stamps, _emit.
 """
 
 import collections
