@@ -8,12 +8,14 @@ is covered only up to "the server does not answer".
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from test_run import cluster_args
@@ -35,6 +37,9 @@ def key_file(tmp_path: Path, key: str) -> Path:
     path.write_text(key + "\n")
     path.chmod(0o600)
     return path
+
+
+CLOUD = "https://api.wandb.ai"
 
 
 def entry(key: str, machine: str = "api.wandb.ai") -> str:
@@ -359,7 +364,7 @@ def test_verify_falls_back_to_offline_when_the_server_does_not_answer(
     server = {"WANDB_BASE_URL": CLOSED_PORT_URL}
     login = cli("wandb", "login", *cluster_args(sim4), "--json",
                 env={**server, "WANDB_API_KEY": new_key()})
-    assert login.json()["machine"] == "127.0.0.1:9"
+    assert login.json()["machines"] == ["127.0.0.1:9"]
 
     result = cli("wandb", "verify", *cluster_args(sim4), "--json", "--python", PYTHON, env=server)
     assert result.exit_code == 0, result.stdout + result.stderr
@@ -407,7 +412,7 @@ def test_netrc_login_keeps_every_other_byte(tmp_path, before, after):
 
     netrc = tmp_path / "netrc"
     netrc.write_text(before)
-    answer = run_netrc_probe(netrc, {"action": "login", "machine": "api.wandb.ai", "key": KEY})
+    answer = run_netrc_probe(netrc, {"action": "login", "explicit": CLOUD, "key": KEY})
     assert answer["ok"], answer
     assert netrc.read_text() == after
     assert netrc.stat().st_mode & 0o777 == 0o600
@@ -417,10 +422,10 @@ def test_netrc_login_keeps_every_other_byte(tmp_path, before, after):
 
 def test_netrc_errors_never_quote_the_key(tmp_path):
     answer = run_netrc_probe(tmp_path / "missing-folder" / "netrc",
-                             {"action": "login", "machine": "api.wandb.ai", "key": KEY})
+                             {"action": "login", "explicit": CLOUD, "key": KEY})
     assert answer["ok"] is False and answer["error"]["type"] == "FileNotFoundError"
     assert KEY not in str(answer)
-    answer = run_netrc_probe(tmp_path / "netrc", {"action": "login", "machine": "api.wandb.ai",
+    answer = run_netrc_probe(tmp_path / "netrc", {"action": "login", "explicit": CLOUD,
                                                   "key": KEY + "\" bad"})
     assert answer["ok"] is False and KEY not in str(answer)
 
@@ -445,7 +450,7 @@ for table in ({"projet": "p"}, {"host": "ftp://x"}, {"project": 3}):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "p https://wandb.example.com",
-        "https://api.wandb.ai",
+        "None",  # nothing given: each node's wandb picks its server (see the login test)
         "r.toml: [wandb] has no setting 'projet' (known: host, project)",
         "r.toml: [wandb] host: 'ftp://x' is not a W&B server URL (like https://api.wandb.ai)",
         "r.toml: [wandb] project must be a non-empty string",
@@ -468,3 +473,39 @@ def test_verify_runs_inside_the_recipes_env_with_its_project(cli, sim4, tmp_path
     document = result.json()
     assert document["project"] == "from-the-recipe"
     assert all(node["ok"] for node in document["nodes"])
+
+
+def test_login_writes_the_entry_for_the_server_each_nodes_wandb_will_use(cli, sim4, tmp_path,
+                                                                        wandb_env, plain_env):
+    """The server a node's wandb talks to is its settings file's `base_url`, else its own
+    version's default (wandb 0.31: https://api.forge.coreweave.com, no longer api.wandb.ai);
+    login writes the netrc entry wandb looks up first for it, and verify names the server.
+    Offline: no W&B server is reached, the netrc lookup is wandb's own."""
+    link_envs(sim4, wandb_env, plain_env, without={"node04"})
+    settings = sim4.node("node03").home / ".config" / "wandb" / "settings"
+    settings.parent.mkdir(parents=True)
+    settings.write_text("[default]\nbase_url = https://wandb.example.com\n")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[shared]\ndir = "{sim4.shared}"\n'
+                      '[env]\nbackend = "venv"\nname = "w"\npython = "3"\n'
+                      'prefix = "/root/wandb-env"\n')
+    (urls,) = wandb_env.glob("lib/python3*/site-packages/wandb/sdk/lib/urls.py")
+    default = re.search(r'^DEFAULT_BASE_URL = "([^"]+)"', urls.read_text(), re.M).group(1)
+
+    login = cli("wandb", "login", *cluster_args(sim4), "-r", str(recipe), "--json",
+                env={"WANDB_API_KEY": new_key()})
+    assert login.exit_code == 0, login.stdout + login.stderr
+    machines = {node["node"]: node["machine"] for node in login.json()["nodes"]}
+    assert machines == {"node01": urlsplit(default).netloc, "node02": urlsplit(default).netloc,
+                        "node03": "wandb.example.com", "node04": "api.wandb.ai"}
+
+    verify = cli("wandb", "verify", *cluster_args(sim4), "-r", str(recipe), "--offline",
+                 "--json")
+    nodes = {node["node"]: node for node in verify.json()["nodes"]}
+    assert nodes["node01"]["server"] == default
+    assert nodes["node01"]["server_source"].startswith("the default of wandb at /root/wandb-env")
+    assert nodes["node03"]["server"] == "https://wandb.example.com"
+    assert nodes["node03"]["server_source"] == "/root/.config/wandb/settings"
+    for name in ("node01", "node02", "node03"):
+        assert nodes[name]["ok"], nodes[name]
+        assert nodes[name]["login_source"] == "/root/.netrc"

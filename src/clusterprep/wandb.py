@@ -21,7 +21,9 @@ from clusterprep.errors import ClusterprepError, NodeError
 from clusterprep.fleet import Fleet, ProbeResult
 from clusterprep.inventory import Node
 
-DEFAULT_BASE_URL = "https://api.wandb.ai"
+# The server whose answer from the head decides `verify`'s mode when none was given: W&B
+# cloud, which every wandb reaches (0.31's api.forge.coreweave.com fronts the same service).
+CLOUD_URL = "https://api.wandb.ai"
 DEFAULT_PROJECT = "open-sora-test"  # the tutorial's
 NETRC_FAILED = "netrc"  # NodeError kind: the node's netrc could not be read or written
 HIDDEN = "<key hidden>"
@@ -132,7 +134,8 @@ class WandbSettings:
     """The recipe's `[wandb]` table: the project of the check run and the W&B server.
 
     `host` is the server's URL (`https://wandb.example.com`) or bare host name; None means
-    `$WANDB_BASE_URL`, else https://api.wandb.ai, as for wandb itself.
+    `$WANDB_BASE_URL`, else the server each node's wandb would pick itself (its settings file,
+    else its version's default: probes/_wandb_server.py).
     """
 
     project: str = DEFAULT_PROJECT
@@ -154,13 +157,14 @@ class WandbSettings:
             base_url(settings.host, f"{source}: [wandb] host")
         return settings
 
-    def resolve_base_url(self, environ: Mapping[str, str]) -> str:
-        """The server URL: `host`, else `$WANDB_BASE_URL`, else https://api.wandb.ai."""
+    def resolve_base_url(self, environ: Mapping[str, str]) -> str | None:
+        """The server URL given to clusterprep: `host`, else `$WANDB_BASE_URL`; None: each
+        node's wandb picks its own."""
         if self.host is not None:
             return base_url(self.host, "[wandb] host")
         if environ.get("WANDB_BASE_URL", "").strip():
             return base_url(environ["WANDB_BASE_URL"], "WANDB_BASE_URL")
-        return DEFAULT_BASE_URL
+        return None
 
 
 def base_url(text: str, source: str) -> str:
@@ -174,11 +178,6 @@ def base_url(text: str, source: str) -> str:
         raise WandbSettingsError(source, f"{text!r} is not a W&B server URL "
                                  "(like https://api.wandb.ai)")
     return text
-
-
-def netrc_machine(url: str) -> str:
-    """The netrc machine name wandb reads and writes for a server URL: its host[:port]."""
-    return urlsplit(url).netloc
 
 
 # -- login and logout ----------------------------------------------------------------------
@@ -197,6 +196,9 @@ class NetrcChange:
     path: str | None = None
     mode_fixed: bool = False
     error: NodeError | None = None
+    machine: str | None = None        # the netrc machine the node's wandb reads
+    server: str | None = None         # the W&B server it will use, and what said so
+    server_source: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -208,7 +210,6 @@ class NetrcReport:
     """`wandb login` or `wandb logout` on every node."""
 
     action: str
-    machine: str
     changes: list[NetrcChange]
     interrupted: bool = False
 
@@ -216,22 +217,27 @@ class NetrcReport:
     def ok(self) -> bool:
         return not self.interrupted and all(c.ok for c in self.changes)
 
+    @property
+    def machines(self) -> list[str]:
+        """The netrc machines written or removed, in node order, each once."""
+        return list(dict.fromkeys(c.machine for c in self.changes if c.machine))
 
-async def login(fleet: Fleet, key: ApiKey, url: str,
+
+async def login(fleet: Fleet, key: ApiKey, url: str | None, python: str | None = None,
                 timeout: float | None = None) -> NetrcReport:
-    """Write the key into every node's netrc entry for the W&B host (only where it differs)."""
-    machine = netrc_machine(url)
-    payload = {"action": "login", "machine": machine, "key": key.reveal()}
+    """Write the key into every node's netrc entry for the W&B server that node's wandb will
+    use (`url`, else its own choice; `python`: the env whose wandb decides), where it differs."""
+    payload = {"action": "login", "explicit": url, "python": python, "key": key.reveal()}
     results, interrupted = await fleet.probe("netrc_login", payload, timeout=timeout)
-    return NetrcReport("login", machine, [_change(r, key) for r in results], interrupted)
+    return NetrcReport("login", [_change(r, key) for r in results], interrupted)
 
 
-async def logout(fleet: Fleet, url: str, timeout: float | None = None) -> NetrcReport:
-    """Remove the W&B host's entry from every node's netrc; every other entry stays."""
-    machine = netrc_machine(url)
-    payload = {"action": "logout", "machine": machine}
+async def logout(fleet: Fleet, url: str | None, python: str | None = None,
+                 timeout: float | None = None) -> NetrcReport:
+    """Remove the entry for that server from every node's netrc; every other entry stays."""
+    payload = {"action": "logout", "explicit": url, "python": python}
     results, interrupted = await fleet.probe("netrc_login", payload, timeout=timeout)
-    return NetrcReport("logout", machine, [_change(r, None) for r in results], interrupted)
+    return NetrcReport("logout", [_change(r, None) for r in results], interrupted)
 
 
 def _scrubbed(error: NodeError, key: ApiKey | None) -> NodeError:
@@ -251,7 +257,8 @@ def _change(result: ProbeResult, key: ApiKey | None) -> NetrcChange:
         return NetrcChange(result.node, None, data.get("path"),
                            error=_scrubbed(NodeError(NETRC_FAILED, message), key))
     return NetrcChange(result.node, data["status"], data.get("path"),
-                       bool(data.get("mode_fixed")))
+                       bool(data.get("mode_fixed")), machine=data.get("machine"),
+                       server=data.get("server"), server_source=data.get("server_source"))
 
 
 # -- verify --------------------------------------------------------------------------------
@@ -298,6 +305,8 @@ class WandbCheck:
     node: str
     python: str | None = None
     wandb_version: str | None = None
+    server: str | None = None         # the W&B server the node's wandb will use
+    server_source: str | None = None  # what said so (a settings file, WANDB_BASE_URL, ...)
     login_source: str | None = None
     netrc_path: str | None = None
     netrc_mode: str | None = None
@@ -315,7 +324,7 @@ class WandbCheck:
 class VerifyReport:
     """`wandb verify` on every node."""
 
-    url: str
+    url: str | None  # the server given to clusterprep; None: each node's wandb picks its own
     project: str
     mode: str
     note: str | None
@@ -333,7 +342,7 @@ PYTHON_NOT_FOUND = 127
 async def verify(
     fleet: Fleet,
     *,
-    url: str,
+    url: str | None,
     project: str,
     mode: str,
     python: str = "python3",
@@ -343,7 +352,7 @@ async def verify(
     """On every node, under `python`: wandb imports, finds the login, logs one metric in a
     run named after the node (mode "offline" or "online")."""
 
-    def payload(node: Node) -> dict[str, str]:
+    def payload(node: Node) -> dict[str, str | None]:
         return {"base_url": url, "project": project, "name": node.name, "mode": mode}
 
     answers, interrupted = await fleet.probe("wandb_check", payload, python=python,
@@ -367,6 +376,8 @@ def _check(node: Node, answer: ProbeResult, python: str) -> WandbCheck:
         return check
     check.python = data.get("python")
     check.wandb_version = data.get("wandb")
+    server = data.get("server") or {}
+    check.server, check.server_source = server.get("url"), server.get("source")
     netrc = data.get("netrc") or {}
     check.netrc_path = netrc.get("path")
     check.netrc_mode = netrc.get("mode")

@@ -70,6 +70,14 @@ def _settings(args: argparse.Namespace) -> wandb.WandbSettings:
     return load_recipe(args.recipe, args.shared_dir).wandb
 
 
+def _env_python(args: argparse.Namespace) -> str | None:
+    """The recipe env's python, whose wandb decides each node's server; None without one."""
+    try:
+        return load_recipe(args.recipe, args.shared_dir).env.python
+    except RecipeError:
+        return None
+
+
 def _show_netrc(args: argparse.Namespace) -> Callable[[wandb.NetrcReport], None]:
     from clusterprep.render import wandb as wandb_render
     return common.shown(args, wandb_render.netrc_document, wandb_render.netrc_table)
@@ -82,7 +90,8 @@ def cmd_wandb_login(args: argparse.Namespace) -> int:
     os.environ.pop("WANDB_API_KEY", None)  # no copy for the processes we start (ssh -G, ...)
     inventory = common.inventory(args)
     return common.over_fleet(args, inventory,
-                             lambda fleet: wandb.login(fleet, key, url, timeout=args.timeout),
+                             lambda fleet: wandb.login(fleet, key, url, _env_python(args),
+                                                       timeout=args.timeout),
                              _show_netrc(args), locked=True)
 
 
@@ -94,7 +103,8 @@ def cmd_wandb_logout(args: argparse.Namespace) -> int:
     url = _settings(args).resolve_base_url(os.environ)
     inventory = common.inventory(args)
     return common.over_fleet(args, inventory,
-                             lambda fleet: wandb.logout(fleet, url, timeout=args.timeout),
+                             lambda fleet: wandb.logout(fleet, url, _env_python(args),
+                                                        timeout=args.timeout),
                              _show_netrc(args), locked=True)
 
 
@@ -108,7 +118,7 @@ def cmd_wandb_verify(args: argparse.Namespace) -> int:
     project = args.project or settings.project
     url = settings.resolve_base_url(os.environ)
     inventory = common.inventory(args)
-    mode, note = wandb.choose_mode(args.mode, url)
+    mode, note = wandb.choose_mode(args.mode, url or wandb.CLOUD_URL)
     return common.over_fleet(
         args, inventory,
         lambda fleet: wandb.verify(fleet, url=url, project=project, mode=mode,

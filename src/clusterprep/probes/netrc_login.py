@@ -1,10 +1,14 @@
 """Probe: add, replace or remove one machine's entry in the node's netrc. Stdlib only.
 
-Input (JSON on stdin): {"action": "login" | "logout", "machine": HOST, "key": KEY (login only)}.
+Input (JSON on stdin): {"action": "login" | "logout", "explicit": URL or null, "python": the
+env's python or null, "key": KEY (login only)}. The machine is the one this node's wandb reads
+for the server it will use (_wandb_server: the explicit URL, else the node's WANDB_BASE_URL,
+its wandb settings file, or its wandb's default).
 The file is `$NETRC`, else `~/.netrc` (as `wandb login` and the W&B SDK pick it). Every other
 byte of the file stays as it was; the new file is written beside the old one (mode 0600 from
 its creation), flushed to disk and renamed over it, so a crash leaves the old file or the new
-one, never half of one. Prints {"ok", "status", "path", "mode_fixed"} where status is
+one, never half of one. Prints {"ok", "status", "path", "mode_fixed", "machine", "server",
+"server_source"} where status is
 "unchanged", "added", "replaced", "removed" or "absent"; or {"ok": false, "error"}.
 
 The key is never printed: every message that leaves this script is scrubbed of it.
@@ -16,6 +20,7 @@ import sys
 
 from _atomic import write_atomically  # inlined by probes.load
 from _secrets import SECRETS, scrub  # inlined by probes.load
+from _wandb_server import netrc_machine, wandb_packages, wandb_server  # inlined by probes.load
 
 
 def netrc_path():
@@ -149,7 +154,8 @@ def rewrite(text, machine, key):
 
 
 def apply(request):
-    machine = request["machine"]
+    server, source = wandb_server(request.get("explicit"), wandb_packages(request.get("python")))
+    machine = netrc_machine(server)
     key = request.get("key") if request["action"] == "login" else None
     if request["action"] == "login" and not key:
         raise ValueError("no key given")
@@ -171,7 +177,8 @@ def apply(request):
             mode_fixed = True
     else:
         write_atomically(path, new.encode("utf-8", "surrogateescape"), 0o600, like)
-    return {"ok": True, "status": status, "path": path, "mode_fixed": mode_fixed}
+    return {"ok": True, "status": status, "path": path, "mode_fixed": mode_fixed,
+            "machine": machine, "server": server, "server_source": source}
 
 
 def main():

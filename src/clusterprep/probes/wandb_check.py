@@ -1,7 +1,8 @@
 """Probe: can this node's Python log to W&B? Runs under the env's Python; stdlib at import.
 
-Input (JSON on stdin): {"base_url", "project", "name", "mode": "offline" | "online" | null,
-"dir"}. Reports the interpreter, wandb's version (or why it does not import), where wandb
+Input (JSON on stdin): {"base_url" (null: the node's wandb picks its own server), "project",
+"name", "mode": "offline" | "online" | null, "dir"}. Reports the interpreter, wandb's version
+(or why it does not import), the server it will use and what said so (_wandb_server), where wandb
 itself finds the login (WANDB_API_KEY or the netrc file, never the key), the netrc's mode, and,
 when a mode is given, the outcome of `wandb.init(project, name, mode)` + one logged metric:
 the run's folder, or its URL online.
@@ -17,6 +18,7 @@ import stat
 import sys
 
 from _secrets import SECRETS, scrub  # inlined by probes.load
+from _wandb_server import wandb_server  # inlined by probes.load
 
 
 def failure(e):
@@ -86,7 +88,8 @@ def log_one_metric(wandb, request):
         name=request["name"],
         mode=request["mode"],
         dir=folder,
-        settings=wandb.Settings(base_url=request["base_url"], silent=True),
+        settings=wandb.Settings(silent=True, **(
+            {"base_url": request["base_url"]} if request.get("base_url") else {})),
     )
     try:
         run.log({"test_metric": 1})
@@ -113,7 +116,10 @@ def check(request):
         answer["import_error"] = failure(e)
         return answer
     answer["wandb"] = getattr(wandb, "__version__", "unknown")
-    answer["login"] = find_login(request["base_url"])
+    server, source = wandb_server(request.get("base_url"),
+                                  [os.path.dirname(os.path.abspath(wandb.__file__))])
+    answer["server"] = {"url": server, "source": source}
+    answer["login"] = find_login(server)
     if request.get("mode"):
         try:
             answer["run"] = log_one_metric(wandb, request)
