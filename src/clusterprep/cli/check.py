@@ -73,6 +73,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             return WithLoads(await checked)
         return await then_load(checked, fleet, loads, None, activate=activate,
                                cwd=recipe.repo.path if recipe.repo else None,
-                               timeout=args.timeout)
+                               timeout=args.timeout, ready=_fingerprinted)
 
     return common.over_fleet(args, inventory, gather, show)
+
+
+def _fingerprinted(report: CheckReport) -> set[str]:
+    """The nodes whose env started for the fingerprint: where a load can say something new."""
+    return {node.node for node in report.nodes if node.error is None}

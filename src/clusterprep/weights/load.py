@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from clusterprep import probes, suggest
 from clusterprep.errors import NodeError
 from clusterprep.fleet import Fleet
+from clusterprep.inventory import Node
 from clusterprep.weights.manifest import Manifest
 from clusterprep.weights.spec import LOAD_TIMEOUT, Load, RepoRef
 
@@ -110,18 +111,25 @@ class WithLoads(Generic[Report]):
 
 async def then_load(work: Awaitable[Report], fleet: Fleet, loads: tuple[Load, ...],
                     manifest: Manifest | None, *, activate: str, cwd: str | None,
-                    timeout: float | None = None) -> WithLoads[Report]:
-    """`work`'s report, then the loads on every node (unless it was interrupted)."""
+                    timeout: float | None = None,
+                    ready: Callable[[Report], set[str]] | None = None) -> WithLoads[Report]:
+    """`work`'s report, then the loads on every node (unless it was interrupted), or on the
+    nodes `ready(report)` names: a node whose env could not even start has its cause told
+    by `work` already, and a load there would only say it again."""
     report = await work
     if report.interrupted:
         return WithLoads(report)
+    names = ready(report) if ready is not None else None
+    nodes = [node for node in fleet.inventory.nodes if names is None or node.name in names]
+    if not nodes:
+        return WithLoads(report)
     return WithLoads(report, await run_loads(fleet, loads, manifest, activate=activate,
-                                             cwd=cwd, timeout=timeout))
+                                             cwd=cwd, timeout=timeout, nodes=nodes))
 
 
 async def run_loads(fleet: Fleet, loads: tuple[Load, ...], manifest: Manifest | None, *,
-                    activate: str, cwd: str | None,
-                    timeout: float | None = None) -> LoadReport:
+                    activate: str, cwd: str | None, timeout: float | None = None,
+                    nodes: list[Node] | None = None) -> LoadReport:
     """Run every load on every node; each node's loads one after another (models that fill a
     GPU's memory load in turn). Without `loads`, huggingface_hub's offline check of the
     `manifest`'s repos. `activate`: the env's activation lines; `cwd`: the code's folder."""
@@ -136,7 +144,8 @@ async def run_loads(fleet: Fleet, loads: tuple[Load, ...], manifest: Manifest | 
                    "gpu": load.gpu, "stdin": script} for load in chosen],
     }
     limit = timeout or sum(load.timeout for load in chosen) + 60
-    results, interrupted = await fleet.probe("weights_load", payload, timeout=limit)
+    results, interrupted = await fleet.probe("weights_load", payload, timeout=limit,
+                                             nodes=nodes)
     nodes = []
     for result in results:
         if result.data is None:
