@@ -579,6 +579,8 @@ DIFFERENCES = [
                          ids=[d[2] for d in DIFFERENCES])
 def test_every_kind_of_difference_gets_its_severity_and_advice_naming_the_node(
         real_fingerprint, common, odd, item, severity, advice):
+    from clusterprep.answers import read
+    from clusterprep.check.facts import Fingerprint
     from clusterprep.check.fingerprint import items
     from clusterprep.check.findings import find_all
     from clusterprep.check.model import NodeState
@@ -590,8 +592,9 @@ def test_every_kind_of_difference_gets_its_severity_and_advice_naming_the_node(
             common(fingerprint)
         if name == "node03":
             odd(fingerprint)
-        nodes.append(NodeState(name, name == "node01", items=items(fingerprint),
-                               fingerprint=fingerprint))
+        facts = read(Fingerprint, fingerprint)
+        nodes.append(NodeState(name, name == "node01", items=items(facts),
+                               fingerprint=fingerprint, facts=facts))
     found = {f.item: f for f in find_all(nodes)}
     assert list(found) == [item]
     assert (found[item].severity, found[item].nodes) == (severity, ["node03"])

@@ -4,9 +4,10 @@ plugin sits in, the port's physical state), not a generic text."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from clusterprep import suggest
+from clusterprep.check.facts import Fingerprint, Shadow
 from clusterprep.check.fingerprint import ABSENT
 from clusterprep.check.model import Finding, NodeState
 from clusterprep.fleet.gather import fold
@@ -43,36 +44,39 @@ def _odd(finding: Finding) -> list[tuple[str, list[str]]]:
             if value != finding.reference]
 
 
-def _fingerprint(states: States, name: str) -> dict[str, Any]:
-    state = states.get(name)
-    return (state.fingerprint if state else None) or {}
+def _facts(states: States, name: str | None) -> Fingerprint | None:
+    state = states.get(name) if name else None
+    return state.facts if state else None
+
+
+def _shadows(states: States, node: str, name: str) -> list[Shadow]:
+    facts = _facts(states, node)
+    return [s for s in facts.shadowed if s.package == name] if facts else []
 
 
 def _python(states: States, nodes: list[str]) -> str:
-    return _fingerprint(states, nodes[0]).get("python", {}).get("executable") or "python"
+    facts = _facts(states, nodes[0])
+    return (facts.python.executable if facts else None) or "python"
 
 
 def _where(states: States, node: str, name: str) -> str | None:
     """Where a node's shell startup files set `name`: 'FILE:LINE (`TEXT`)', the last one."""
-    lines = _fingerprint(states, node).get("startup_lines", {}).get(name)
-    if not lines:
-        return None
-    line = lines[-1]
-    return f"{line['file']}:{line['line']} (`{line['text']}`)"
+    facts = _facts(states, node)
+    line = facts.setter(name) if facts else None
+    return f"{line.file}:{line.line} (`{line.text}`)" if line else None
 
 
 def _package(finding: Finding, name: str, states: States) -> str:
     advice = []
     for value, nodes in _odd(finding):
         pip = f"`{_python(states, nodes)} -m pip"
-        shadows = [s for n in nodes for s in _fingerprint(states, n).get("shadowed", [])
-                   if s["package"] == name]
+        shadows = [s for n in nodes for s in _shadows(states, n, name)]
         if finding.reference == ABSENT:
             advice.append(f"on {fold(nodes)}, {name} {value} is installed and on no other "
                           f"node: {pip} uninstall {name}` there, or install it everywhere")
         elif shadows:
             advice.append(f"on {fold(nodes)}, {name} {value} comes from "
-                          f"{shadows[0]['location']} ({shadows[0]['via']}), not from the env: "
+                          f"{shadows[0].location} ({shadows[0].via}), not from the env: "
                           f"see shadowed:{name}")
         else:
             verb = "install" if value == ABSENT else "reinstall"
@@ -84,7 +88,9 @@ def _package(finding: Finding, name: str, states: States) -> str:
 
 def _build(finding: Finding, name: str, states: States) -> str:
     nodes = finding.nodes
-    version = _fingerprint(states, nodes[0]).get("packages", {}).get(name, {}).get("version")
+    facts = _facts(states, nodes[0])
+    package = facts.packages.get(name) if facts else None
+    version = package.version if package else None
     return (f"on {fold(nodes)}, {name} {version} is another build (same version, other "
             f"compiled files): `{_python(states, nodes)} -m pip install --force-reinstall "
             f"--no-deps '{name}=={version}'` there, from the wheel the others used")
@@ -93,20 +99,18 @@ def _build(finding: Finding, name: str, states: States) -> str:
 def _shadowed(finding: Finding, name: str, states: States) -> str:
     advice = []
     for node in finding.nodes:
-        for shadow in _fingerprint(states, node).get("shadowed", []):
-            if shadow["package"] != name:
-                continue
-            if shadow["via"] == "user site-packages":
+        for shadow in _shadows(states, node, name):
+            if shadow.via == "user site-packages":
                 advice.append(f"on {node}, `{_python(states, [node])} -m pip uninstall {name}` "
-                              f"(it sits in {shadow['location']}) or export "
+                              f"(it sits in {shadow.location}) or export "
                               f"PYTHONNOUSERSITE=True (`{_up('shell')}` does)")
-            elif shadow["via"] == "PYTHONPATH":
+            elif shadow.via == "PYTHONPATH":
                 where = _where(states, node, "PYTHONPATH") or "outside the startup files read"
-                advice.append(f"take {shadow['location']} out of PYTHONPATH on {node}, set at "
+                advice.append(f"take {shadow.location} out of PYTHONPATH on {node}, set at "
                               f"{where}")
             else:
                 advice.append(f"remove the .pth file or sys.path entry that puts "
-                              f"{shadow['location']} before the env on {node}")
+                              f"{shadow.location} before the env on {node}")
     return "; ".join(advice)
 
 
@@ -143,8 +147,8 @@ def _shell(finding: Finding, detail: str, states: States) -> str:
 def _torch_gpus(finding: Finding, detail: str, states: States) -> str:
     advice = []
     for value, nodes in _odd(finding):
-        hidden = [n for n in nodes
-                  if "CUDA_VISIBLE_DEVICES" in _fingerprint(states, n).get("env", {})]
+        hidden = [n for n in nodes if (facts := _facts(states, n))
+                  and "CUDA_VISIBLE_DEVICES" in facts.env]
         if hidden:
             where = _where(states, hidden[0], "CUDA_VISIBLE_DEVICES")
             advice.append(f"torch sees {value} GPUs on {fold(nodes)} because "
@@ -174,8 +178,8 @@ def _memlock(finding: Finding, detail: str, states: States) -> str:
 
 def _disk(finding: Finding, detail: str, states: States) -> str:
     place = detail.removeprefix("free space at the ")
-    disk = _fingerprint(states, finding.nodes[0]).get("disk", {})
-    path = disk.get("hf_cache") if place == "Hugging Face cache" else None
+    facts = _facts(states, finding.nodes[0])
+    path = facts.disk.hf_cache if facts and place == "Hugging Face cache" else None
     return (f"free space on {fold(finding.nodes)} at the {place}"
             + (f" ({path})" if path else "")
             + ", or move it to a larger disk: the weights and caches go there")
@@ -183,8 +187,8 @@ def _disk(finding: Finding, detail: str, states: States) -> str:
 
 def _nccl_plugins(finding: Finding, detail: str, states: States) -> str:
     ref_node = (finding.values.get(finding.reference) or [None])[0]
-    ref_plugins = {p["name"]: p["path"] for p in
-                   (_fingerprint(states, ref_node).get("nccl") or {}).get("plugins", [])}
+    ref_facts = _facts(states, ref_node)
+    ref_plugins = {p.name: p.path for p in (ref_facts.nccl.plugins if ref_facts else [])}
     advice = []
     for value, nodes in _odd(finding):
         have = set() if value == ABSENT else set(value.split(", "))

@@ -16,7 +16,7 @@ DISK_FRACTION = 0.5  # a node with less than half the median free space is worth
 
 def find_drift(nodes: list[NodeState]) -> list[Finding]:
     """Findings for every item on which the fingerprinted nodes differ, critical first."""
-    measured = [node for node in nodes if node.fingerprint is not None]
+    measured = [node for node in nodes if node.facts is not None]
     if not measured:
         return []
     findings = _differences(measured) + _clock(measured) + _disk(measured)
@@ -25,7 +25,7 @@ def find_drift(nodes: list[NodeState]) -> list[Finding]:
 
 def no_drift(nodes: list[NodeState]) -> tuple[bool, str]:
     """What finding no drift means, in words: (whether nodes were compared at all, the words)."""
-    measured = sum(1 for node in nodes if node.fingerprint is not None)
+    measured = sum(1 for node in nodes if node.facts is not None)
     if measured < 2:
         which = "no node was" if measured == 0 else "only one node was"
         return False, f"nothing to compare: {which} fingerprinted"
@@ -80,8 +80,8 @@ def _clock(nodes: list[NodeState]) -> list[Finding]:
 def _disk(nodes: list[NodeState]) -> list[Finding]:
     findings = []
     for key, label in (("hf_cache_free", "Hugging Face cache"), ("shared_free", "shared folder")):
-        free = {n.node: n.fingerprint["disk"].get(key) for n in nodes
-                if n.fingerprint and n.fingerprint.get("disk", {}).get(key) is not None}
+        free = {n.node: getattr(n.facts.disk, key) for n in nodes
+                if n.facts and getattr(n.facts.disk, key) is not None}
         if len(free) < 2:
             continue
         median = sorted(free.values())[len(free) // 2]

@@ -1,4 +1,4 @@
-"""A node's raw fingerprint (from `probes/fingerprint.py`) as flat, comparable items.
+"""A node's fingerprint (`facts.Fingerprint`, from `probes/fingerprint.py`) as flat, comparable items.
 
 Items are named `group:detail` (`package:torch`, `env:NCCL_DEBUG`, `ib:mlx5_0 port 1`).
 `severity(item)` says how much a difference in that item matters: critical where it changes
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from clusterprep.check.facts import Fingerprint, IbPort, TorchError
 from clusterprep.check.model import CRITICAL, WARNING
 
 ABSENT = "(absent)"
@@ -19,44 +20,40 @@ _CRITICAL_GROUPS = {"python", "shell", "package", "build", "shadowed", "torch", 
                     "nccl", "ib"}
 
 
-def items(fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """Flatten a raw fingerprint into `{item: value}`; values are compared for equality."""
+def items(facts: Fingerprint) -> dict[str, Any]:
+    """Flatten a fingerprint into `{item: value}`; values are compared for equality."""
     found: dict[str, Any] = {}
-    python = fingerprint.get("python", {})
-    found["python:version"] = python.get("version")
-    found["python:executable"] = python.get("executable")
-    found["python:user site enabled"] = python.get("user_site_enabled")
-    for name, path in fingerprint.get("shell_python", {}).items():
+    found["python:version"] = facts.python.version
+    found["python:executable"] = facts.python.executable
+    found["python:user site enabled"] = facts.python.user_site_enabled
+    for name, path in facts.shell_python.items():
         found[f"shell:{name} on PATH"] = path or ABSENT
-    for name, package in fingerprint.get("packages", {}).items():
-        found[f"package:{name}"] = package.get("version")
-        if package.get("build"):
-            found[f"build:{name}"] = package["build"]
-    for shadow in fingerprint.get("shadowed", []):
-        found[f"shadowed:{shadow['package']}"] = (
-            f"{shadow['version']} from {shadow['location']} ({shadow['via']})")
-    torch = fingerprint.get("torch", {})
-    for key in ("version", "cuda", "cudnn", "nccl", "gpus"):
-        if key in torch:
-            found[f"torch:{key}"] = torch[key]
-    if "error" in torch:
-        found["torch:import"] = torch["error"]
-    found["nvcc:release"] = fingerprint.get("nvcc") or ABSENT
-    gpus = fingerprint.get("gpus", {})
-    found["gpu:count"] = gpus.get("count", 0)
-    found["gpu:models"] = ", ".join(gpus.get("models", [])) or ABSENT
-    found["gpu:driver"] = gpus.get("driver") or ABSENT
-    system = fingerprint.get("system", {})
-    for key in ("kernel", "glibc", "cpu"):
-        found[f"system:{key}"] = system.get(key)
-    for name, value in fingerprint.get("env", {}).items():
+    for name, package in facts.packages.items():
+        found[f"package:{name}"] = package.version
+        if package.build:
+            found[f"build:{name}"] = package.build
+    for shadow in facts.shadowed:
+        found[f"shadowed:{shadow.package}"] = (
+            f"{shadow.version} from {shadow.location} ({shadow.via})")
+    torch = facts.torch
+    if isinstance(torch, TorchError):
+        found["torch:import"] = torch.error
+    else:
+        for key in ("version", "cuda", "cudnn", "nccl", "gpus"):
+            found[f"torch:{key}"] = getattr(torch, key)
+    found["nvcc:release"] = facts.nvcc or ABSENT
+    found["gpu:count"] = facts.gpus.count
+    found["gpu:models"] = ", ".join(facts.gpus.models) or ABSENT
+    found["gpu:driver"] = facts.gpus.driver or ABSENT
+    found["system:kernel"] = facts.system.kernel
+    found["system:glibc"] = facts.system.glibc
+    found["system:cpu"] = facts.system.cpu
+    for name, value in facts.env.items():
         found[f"env:{name}"] = value
-    limits = fingerprint.get("limits", {})
-    found["limits:open files"] = limits.get("open_files")
-    found["limits:/dev/shm bytes"] = limits.get("shm_bytes")
-    if "memlock" in limits:
-        found["limits:memlock"] = kib(limits["memlock"]["soft"])
-    found.update(_communication(fingerprint))
+    found["limits:open files"] = facts.limits.open_files
+    found["limits:/dev/shm bytes"] = facts.limits.shm_bytes
+    found["limits:memlock"] = kib(facts.limits.memlock.soft)
+    found.update(_communication(facts))
     return found
 
 
@@ -65,39 +62,29 @@ def kib(limit: int | None) -> str:
     return "unlimited" if limit is None else f"{limit // 1024} KiB"
 
 
-def _communication(fingerprint: dict[str, Any]) -> dict[str, Any]:
+def _communication(facts: Fingerprint) -> dict[str, Any]:
     """Items of how a node talks: the NCCL it loads and its plugins, NCCL's config files, its
     RDMA ports and physical interfaces (addresses differ by design: not compared)."""
     found: dict[str, Any] = {}
-    nccl = fingerprint.get("nccl") or {}
-    library = nccl.get("library")
-    found["nccl:library"] = (f"{library.get('version') or 'unknown version'} "
-                             f"({library['real_path']})" if library else ABSENT)
-    plugins = sorted(plugin["name"] for plugin in nccl.get("plugins", []))
+    library = facts.nccl.library
+    found["nccl:library"] = (f"{library.version or 'unknown version'} ({library.real_path})"
+                             if library else ABSENT)
+    plugins = sorted(plugin.name for plugin in facts.nccl.plugins)
     found["nccl:net plugins"] = ", ".join(plugins) or ABSENT
-    for name, value in nccl_conf(fingerprint).items():
+    for name, value in facts.nccl_conf().items():
         found[f"nccl.conf:{name}"] = value
-    fabric = fingerprint.get("fabric", {})
-    for device in fabric.get("infiniband", []):
-        found[f"ib:{device['device']} firmware"] = device.get("firmware") or ABSENT
-        for port in device["ports"]:
-            found[f"ib:{device['device']} port {port['port']}"] = port_text(port)
-    for interface in fabric.get("interfaces", []):
-        if interface["physical"]:
-            found[f"net:{interface['name']}"] = f"{interface['state']}, mtu {interface['mtu']}"
+    for device in facts.fabric.infiniband:
+        found[f"ib:{device.device} firmware"] = device.firmware or ABSENT
+        for port in device.ports:
+            found[f"ib:{device.device} port {port.port}"] = port_text(port)
+    for interface in facts.fabric.interfaces:
+        if interface.physical:
+            found[f"net:{interface.name}"] = f"{interface.state}, mtu {interface.mtu}"
     return found
 
 
-def nccl_conf(fingerprint: dict[str, Any]) -> dict[str, str]:
-    """The variables NCCL's config files set, the later file winning as in NCCL."""
-    merged: dict[str, str] = {}
-    for values in (fingerprint.get("nccl") or {}).get("conf", {}).values():
-        merged.update(values)
-    return merged
-
-
-def port_text(port: dict[str, Any]) -> str:
-    return ", ".join(str(port.get(key)) for key in ("state", "phys_state", "rate", "link_layer"))
+def port_text(port: IbPort) -> str:
+    return f"{port.state}, {port.phys_state}, {port.rate}, {port.link_layer}"
 
 
 def severity(item: str) -> str:

@@ -1,16 +1,17 @@
 """Health: what is wrong with a node whatever the other nodes are like. A GPU with uncorrected
 ECC errors or a pending row remap, a PCIe link below its width, Xid events, a failed DCGM
 diagnostic; an NCCL_SOCKET_IFNAME or NCCL_IB_HCA naming nothing usable; a memlock limit too low
-for RDMA, a /dev/shm too small for NCCL. Each rule reads one node's raw fingerprint; the problems
+for RDMA, a /dev/shm too small for NCCL. Each rule reads one node's fingerprint; the problems
 it finds for one item across nodes become one Finding, with advice built from what was seen."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from clusterprep import suggest
-from clusterprep.check.fingerprint import kib, nccl_conf
+from clusterprep.check.facts import Fingerprint, Gpu, XidEvent
+from clusterprep.check.fingerprint import kib
 from clusterprep.check.model import CRITICAL, HEALTH, WARNING, Finding, NodeState
 from clusterprep.fleet.gather import fold
 from clusterprep.probes._ifnames import named, selected
@@ -45,7 +46,7 @@ class Problem:
     advice: str
 
 
-Check = Callable[[dict[str, Any]], list[Problem] | None]  # None: does not apply to this node
+Check = Callable[[Fingerprint], list[Problem] | None]  # None: does not apply to this node
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def find_health(nodes: list[NodeState]) -> list[Finding]:
         healthy: list[str] = []
         problems: dict[str, list[Problem]] = {}
         for node in nodes:
-            found = rule.check(node.fingerprint) if node.fingerprint is not None else None
+            found = rule.check(node.facts) if node.facts is not None else None
             if found:
                 problems[node.node] = found
             elif found is not None:
@@ -85,21 +86,16 @@ def _finding(rule: Rule, healthy: list[str], problems: dict[str, list[Problem]])
     return Finding(severity, rule.item, list(problems), values, rule.healthy, HEALTH, words)
 
 
-def _devices(fingerprint: dict[str, Any]) -> list[dict[str, Any]] | None:
-    devices = fingerprint.get("gpus", {}).get("devices")
-    return devices or None
-
-
-def _each_gpu(judge: Callable[[dict[str, Any]], list[Problem]]) -> Check:
+def _each_gpu(judge: Callable[[Gpu], list[Problem]]) -> Check:
     """A rule from a judgement of one GPU: it applies to nodes whose GPUs nvidia-smi read."""
-    def check(fingerprint: dict[str, Any]) -> list[Problem] | None:
-        devices = _devices(fingerprint)
-        return None if devices is None else [p for d in devices for p in judge(d)]
+    def check(facts: Fingerprint) -> list[Problem] | None:
+        devices = facts.gpus.devices
+        return [p for d in devices for p in judge(d)] if devices else None
     return check
 
 
-def _gpu(device: dict[str, Any]) -> str:
-    return f"GPU {device.get('index')} ({device.get('bus_id')})"
+def _gpu(device: Gpu) -> str:
+    return f"GPU {device.index} ({device.bus_id})"
 
 
 def _count(text: str | None) -> int:
@@ -109,48 +105,48 @@ def _count(text: str | None) -> int:
         return 0
 
 
-def _nvidia_smi(fingerprint: dict[str, Any]) -> list[Problem] | None:
-    gpus = fingerprint.get("gpus", {})
-    if "error" not in gpus:
-        return [] if gpus.get("devices") else None
-    return [Problem(CRITICAL, gpus["error"],
-                    f"drain {NODE}: nvidia-smi cannot read its GPUs ({gpus['error'][:120]}); "
+def _nvidia_smi(facts: Fingerprint) -> list[Problem] | None:
+    gpus = facts.gpus
+    if gpus.error is None:
+        return [] if gpus.devices else None
+    return [Problem(CRITICAL, gpus.error,
+                    f"drain {NODE}: nvidia-smi cannot read its GPUs ({gpus.error[:120]}); "
                     "look for NVRM and Xid lines in `dmesg`, then reload the driver or reboot")]
 
 
-def _ecc_now(d: dict[str, Any]) -> list[Problem]:
-    if not _count(d.get("ecc_volatile")):
+def _ecc_now(d: Gpu) -> list[Problem]:
+    if not _count(d.ecc_volatile):
         return []
-    return [Problem(CRITICAL, f"{_gpu(d)}: {d['ecc_volatile']} since the driver loaded",
+    return [Problem(CRITICAL, f"{_gpu(d)}: {d.ecc_volatile} since the driver loaded",
                     f"drain {NODE}: {_gpu(d)} had uncorrectable memory errors, which crash or "
-                    f"corrupt a run; reset it (`nvidia-smi -r -i {d.get('index')}`, as root, no "
+                    f"corrupt a run; reset it (`nvidia-smi -r -i {d.index}`, as root, no "
                     "process on it) or reboot, and have it replaced if they come back")]
 
 
-def _ecc_past(d: dict[str, Any]) -> list[Problem]:
-    if not _count(d.get("ecc_aggregate")) or _count(d.get("ecc_volatile")):
+def _ecc_past(d: Gpu) -> list[Problem]:
+    if not _count(d.ecc_aggregate) or _count(d.ecc_volatile):
         return []
-    return [Problem(WARNING, f"{_gpu(d)}: {d['ecc_aggregate']} in its life",
+    return [Problem(WARNING, f"{_gpu(d)}: {d.ecc_aggregate} in its life",
                     f"watch {_gpu(d)} on {NODE}: it had uncorrectable memory errors before "
                     "(`nvidia-smi -q -d ECC,ROW_REMAPPER` shows them); drain it if new ones "
                     "appear or a row remap is pending")]
 
 
-def _row_remaps(d: dict[str, Any]) -> list[Problem]:
-    if d.get("remap_failure") == "Yes":
+def _row_remaps(d: Gpu) -> list[Problem]:
+    if d.remap_failure == "Yes":
         return [Problem(CRITICAL, f"{_gpu(d)}: row remapping failed",
                         f"drain {NODE} and have {_gpu(d)} replaced: its memory can no longer be "
                         "repaired by remapping rows")]
-    if d.get("remap_pending") == "Yes" or d.get("retired_pending") == "Yes":
-        what = "a row remap" if d.get("remap_pending") == "Yes" else "a page retirement"
+    if d.remap_pending == "Yes" or d.retired_pending == "Yes":
+        what = "a row remap" if d.remap_pending == "Yes" else "a page retirement"
         return [Problem(CRITICAL, f"{_gpu(d)}: {what} pending",
-                        f"reset {_gpu(d)} on {NODE} (`nvidia-smi -r -i {d.get('index')}`) or "
+                        f"reset {_gpu(d)} on {NODE} (`nvidia-smi -r -i {d.index}`) or "
                         f"reboot {NODE} before the next job: {what} takes effect only then")]
     return []
 
 
-def _slowdown(d: dict[str, Any]) -> list[Problem]:
-    active = [words for key, words in SLOWDOWNS.items() if d.get(key) == "Active"]
+def _slowdown(d: Gpu) -> list[Problem]:
+    active = [words for key, words in SLOWDOWNS.items() if getattr(d, key) == "Active"]
     if not active:
         return []
     return [Problem(WARNING, f"{_gpu(d)}: {', '.join(active)}",
@@ -159,11 +155,11 @@ def _slowdown(d: dict[str, Any]) -> list[Problem]:
                     "rank waits for the slowest GPU")]
 
 
-def _persistence(fingerprint: dict[str, Any]) -> list[Problem] | None:
-    devices = _devices(fingerprint)
-    if devices is None:
+def _persistence(facts: Fingerprint) -> list[Problem] | None:
+    devices = facts.gpus.devices
+    if not devices:
         return None
-    off = [str(d.get("index")) for d in devices if d.get("persistence") == "Disabled"]
+    off = [str(d.index) for d in devices if d.persistence == "Disabled"]
     if not off:
         return []
     return [Problem(WARNING, f"off on GPU {','.join(off)}",
@@ -171,12 +167,12 @@ def _persistence(fingerprint: dict[str, Any]) -> list[Problem] | None:
                     "nvidia-persistenced; without it each CUDA start waits for the driver")]
 
 
-def _pcie(d: dict[str, Any]) -> list[Problem]:
-    width, widest = _count(d.get("pcie_width")), _count(d.get("pcie_width_max"))
-    gen, fastest = _count(d.get("pcie_gen")), _count(d.get("pcie_gen_max"))
+def _pcie(d: Gpu) -> list[Problem]:
+    width, widest = _count(d.pcie_width), _count(d.pcie_width_max)
+    gen, fastest = _count(d.pcie_gen), _count(d.pcie_gen_max)
     # The generation drops while a GPU idles (nvidia-smi --help-query-gpu): only a busy GPU's
     # is a finding. The width stays put on a healthy link.
-    busy = d.get("idle") == "Not Active"
+    busy = d.idle == "Not Active"
     if width and widest and width < widest:
         return [Problem(CRITICAL, f"{_gpu(d)}: x{width} of x{widest}",
                         f"reseat {_gpu(d)} on {NODE} (or its riser or cable) and check the "
@@ -190,16 +186,16 @@ def _pcie(d: dict[str, Any]) -> list[Problem]:
     return []
 
 
-def _xids(fingerprint: dict[str, Any]) -> list[Problem] | None:
-    log = fingerprint.get("xid")
-    if not log or not log.get("readable"):
+def _xids(facts: Fingerprint) -> list[Problem] | None:
+    log = facts.xid
+    if not log or not log.readable:
         return None
-    seen: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for event in log["events"]:
-        seen.setdefault((event["bus"], event["xid"]), []).append(event)
+    seen: dict[tuple[str, int], list[XidEvent]] = {}
+    for event in log.events:
+        seen.setdefault((event.bus, event.xid), []).append(event)
     found = []
     for (bus, xid), events in seen.items():
-        value = f"Xid {xid} on {bus} x{len(events)} ({events[-1]['text'][:80]})"
+        value = f"Xid {xid} on {bus} x{len(events)} ({events[-1].text[:80]})"
         if xid in XID_ACTIONS:
             found.append(Problem(CRITICAL, value, f"drain {NODE}: GPU {bus} logged Xid {xid}, "
                                  f"{XID_ACTIONS[xid]}"))
@@ -209,21 +205,22 @@ def _xids(fingerprint: dict[str, Any]) -> list[Problem] | None:
     return found
 
 
-def _gpu_diag(fingerprint: dict[str, Any]) -> list[Problem] | None:
-    diag = fingerprint.get("gpu_diag")
+def _gpu_diag(facts: Fingerprint) -> list[Problem] | None:
+    diag = facts.gpu_diag
     if diag is None:
         return None
-    if not diag["ran"]:
-        return [Problem(WARNING, f"not run: {diag['why']}",
+    if not diag.ran:
+        return [Problem(WARNING, f"not run: {diag.why}",
                         f"make `dcgmi diag -r 1` work on {NODE} (install DCGM, start its host "
                         "engine: `systemctl start nvidia-dcgm`), then run "
                         f"`{suggest.command('check', '--gpu-diag')}` again")]
     found = []
-    for gpu, verdict in diag["gpus"].items():
-        for kind, severity in (("failed", CRITICAL), ("warned", WARNING)):
-            if verdict[kind]:
-                tests = ", ".join(f"{t['test']}" + (f" ({t['why']})" if t["why"] else "")
-                                  for t in verdict[kind])
+    for gpu, verdict in diag.gpus.items():
+        for kind, severity, failures in (("failed", CRITICAL, verdict.failed),
+                                         ("warned", WARNING, verdict.warned)):
+            if failures:
+                tests = ", ".join(f"{t.test}" + (f" ({t.why})" if t.why else "")
+                                  for t in failures)
                 found.append(Problem(severity, f"GPU {gpu} {kind}: {tests}",
                                      f"drain {NODE}: DCGM's diagnostic {kind} GPU {gpu}; run "
                                      f"`dcgmi diag -r 2 -i {gpu}` there for the details"
@@ -232,47 +229,43 @@ def _gpu_diag(fingerprint: dict[str, Any]) -> list[Problem] | None:
     return found
 
 
-def _setting(fingerprint: dict[str, Any], name: str) -> tuple[str | None, str]:
+def _setting(facts: Fingerprint, name: str) -> tuple[str | None, str]:
     """(value of an NCCL variable as NCCL sees it, where it is set, in words)."""
-    env = fingerprint.get("env", {})
-    if name in env:
-        lines = fingerprint.get("startup_lines", {}).get(name, [])
-        where = f"{lines[-1]['file']}:{lines[-1]['line']}" if lines else "the environment"
-        return env[name], where
-    conf = nccl_conf(fingerprint)
-    return conf.get(name), "NCCL's config file"
+    if name in facts.env:
+        line = facts.setter(name)
+        where = f"{line.file}:{line.line}" if line else "the environment"
+        return facts.env[name], where
+    return facts.nccl_conf().get(name), "NCCL's config file"
 
 
-def _socket_ifname(fingerprint: dict[str, Any]) -> list[Problem] | None:
-    spec, where = _setting(fingerprint, "NCCL_SOCKET_IFNAME")
+def _socket_ifname(facts: Fingerprint) -> list[Problem] | None:
+    spec, where = _setting(facts, "NCCL_SOCKET_IFNAME")
     if not spec:
         return []
-    interfaces = fingerprint.get("fabric", {}).get("interfaces", [])
-    names = [i["name"] for i in interfaces]
-    chosen = [i for i in interfaces if i["name"] in selected("NCCL_SOCKET_IFNAME", spec, names)]
-    usable = [i["name"] for i in interfaces
-              if i["state"] in USABLE_STATES and i["name"] != "lo"]
+    interfaces = facts.fabric.interfaces
+    names = [i.name for i in interfaces]
+    chosen = [i for i in interfaces if i.name in selected("NCCL_SOCKET_IFNAME", spec, names)]
+    usable = [i.name for i in interfaces if i.state in USABLE_STATES and i.name != "lo"]
     fix = (f"set NCCL_SOCKET_IFNAME (set in {where}) on {NODE} to an interface it has and "
            f"that is up ({', '.join(usable) or 'none is'}), the same one on every node where "
            "names allow")
     if not chosen:
         return [Problem(CRITICAL, f"{spec}: matches no interface (there: {', '.join(names)})",
                         fix)]
-    if not any(i["state"] in USABLE_STATES for i in chosen):
-        down = ", ".join(f"{i['name']} {i['state']}" for i in chosen)
+    if not any(i.state in USABLE_STATES for i in chosen):
+        down = ", ".join(f"{i.name} {i.state}" for i in chosen)
         return [Problem(CRITICAL, f"{spec}: matches only interfaces that are down ({down})",
                         fix)]
     return []
 
 
-def _ib_hca(fingerprint: dict[str, Any]) -> list[Problem] | None:
-    spec, where = _setting(fingerprint, "NCCL_IB_HCA")
+def _ib_hca(facts: Fingerprint) -> list[Problem] | None:
+    spec, where = _setting(facts, "NCCL_IB_HCA")
     if not spec:
         return []
-    devices = fingerprint.get("fabric", {}).get("infiniband", [])
-    names = [d["device"] for d in devices]
-    active = [d["device"] for d in devices
-              if any(p.get("state") == "ACTIVE" for p in d["ports"])]
+    devices = facts.fabric.infiniband
+    names = [d.device for d in devices]
+    active = [d.device for d in devices if any(p.state == "ACTIVE" for p in d.ports)]
     chosen = selected("NCCL_IB_HCA", spec, names)
     unknown = [entry for entry in named("NCCL_IB_HCA", spec)
                if not selected("NCCL_IB_HCA", entry, names)]
@@ -289,32 +282,31 @@ def _ib_hca(fingerprint: dict[str, Any]) -> list[Problem] | None:
     return [Problem(severity, f"{spec}: {what}", fix)]
 
 
-def _memlock(fingerprint: dict[str, Any]) -> list[Problem] | None:
-    if not fingerprint.get("fabric", {}).get("infiniband"):
+def _memlock(facts: Fingerprint) -> list[Problem] | None:
+    if not facts.fabric.infiniband:
         return None
-    limit = fingerprint.get("limits", {}).get("memlock", {})
-    if limit.get("soft") is None or limit.get("ipc_lock"):
+    limit = facts.limits.memlock
+    if limit.soft is None or limit.ipc_lock:
         return []
-    lowered = fingerprint.get("startup_lines", {}).get("ulimit -l", [])
-    if lowered:
-        line = lowered[-1]
-        fix = (f"remove `{line['text']}` from {NODE}'s {line['file']} (line {line['line']}): "
+    line = facts.setter("ulimit -l")
+    if line:
+        fix = (f"remove `{line.text}` from {NODE}'s {line.file} (line {line.line}): "
                "RDMA memory registration needs memlock unlimited")
-    elif limit.get("hard") is None:
+    elif limit.hard is None:
         fix = (f"add `ulimit -l unlimited` to {NODE}'s ~/.bashrc (its hard limit allows it), "
                "or `* - memlock unlimited` in /etc/security/limits.d/ for every user")
     else:
         fix = (f"as root on {NODE}: `* - memlock unlimited` in /etc/security/limits.d/, "
                "LimitMEMLOCK=infinity for services that start ranks (slurmd), and "
                "`--ulimit memlock=-1` for containers; then log in again")
-    return [Problem(CRITICAL, f"{kib(limit['soft'])} (hard {kib(limit.get('hard'))}), no "
+    return [Problem(CRITICAL, f"{kib(limit.soft)} (hard {kib(limit.hard)}), no "
                     "CAP_IPC_LOCK, RDMA devices present",
                     fix + " (ibv_reg_mr fails otherwise, NVIDIA/nccl-tests#206)")]
 
 
-def _shm(fingerprint: dict[str, Any]) -> list[Problem] | None:
-    size = fingerprint.get("limits", {}).get("shm_bytes")
-    if not fingerprint.get("gpus", {}).get("count") or size is None:
+def _shm(facts: Fingerprint) -> list[Problem] | None:
+    size = facts.limits.shm_bytes
+    if not facts.gpus.count or size is None:
         return None
     if size >= SHM_FLOOR:
         return []

@@ -9,8 +9,9 @@ import time
 from clusterprep import suggest
 from clusterprep.errors import PROBE_FAILED, NodeError
 from clusterprep.check import fingerprint
+from clusterprep.check.facts import Fingerprint
 from clusterprep.check.findings import find_all
-from clusterprep.check.model import CheckReport, CheckResult, CheckSpec, NodeState
+from clusterprep.check.model import CheckReport, CheckSpec, NodeState
 from clusterprep.fleet import Fleet, ProbeResult
 
 
@@ -44,14 +45,14 @@ async def inspect(
                "checks": [spec.as_payload() for spec in checks]}
     results, interrupted = await fleet.probe(
         "fingerprint", payload, python=python, isolated=False, timeout=timeout,
-        on_output=first_output)
+        on_output=first_output, shape=Fingerprint)
     nodes = []
     for node, result in zip(fleet.inventory.nodes, results):
         state = NodeState(node.name, node.head, error=_explained(result))
-        if result.data is not None:
-            state.fingerprint = result.data
-            state.items = fingerprint.items(result.data)
-            state.checks = [CheckResult(**c) for c in result.data.get("checks", [])]
+        if result.answer is not None:
+            state.fingerprint, state.facts = result.data, result.answer
+            state.items = fingerprint.items(result.answer)
+            state.checks = result.answer.checks
             clock = _node_clock(result.command.stdout)
             if clock is not None and node.name in arrivals:
                 middle = (sent + arrivals[node.name]) / 2

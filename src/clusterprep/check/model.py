@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterprep.check.facts import CheckResult, Fingerprint
 from clusterprep.errors import NodeError
 
 CRITICAL = "critical"
@@ -41,19 +42,10 @@ class CheckSpec:
 
 
 @dataclass
-class CheckResult:
-    """A check as it ran on one node."""
-
-    name: str
-    ok: bool
-    value: str | None
-    expected: str | None
-    message: str | None = None
-
-
-@dataclass
 class NodeState:
-    """One node's answer: its checks, its comparable fingerprint items, its clock offset."""
+    """One node's answer: its checks, its comparable fingerprint items, its clock offset.
+    `fingerprint` is the probe's answer as it came (for `--json`), `facts` the same read
+    into types, which the rules read."""
 
     node: str
     head: bool
@@ -63,6 +55,7 @@ class NodeState:
     clock_offset_s: float | None = None
     clock_uncertainty_s: float | None = None
     error: NodeError | None = None
+    facts: Fingerprint | None = None
 
     @property
     def ok(self) -> bool:
