@@ -19,6 +19,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import time
 import typing
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import torchenv
 
 from clusterprep import probes
 from clusterprep.answers import Misfit, read
-from clusterprep.check.facts import Fingerprint, TorchError, TorchFacts
+from clusterprep.check.facts import Clock, Fingerprint, TorchError, TorchFacts
 from clusterprep.errors import PROBE_FAILED
 
 DRIVER_DOWN = ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
@@ -44,6 +45,7 @@ class ProbeNode:
     def __init__(self, home: Path) -> None:
         self.dir = home
         self.mounts: list[str] = []
+        self.clock: dict[str, Any] = {}
         home.mkdir(parents=True, exist_ok=True)
         (home / ".bashrc").write_text("case $- in *i*) ;; *) return;; esac\n")
 
@@ -53,7 +55,7 @@ class ProbeNode:
     def fingerprint(self, python: str = sys.executable, gpu_diag: bool = False,
                     **env: str) -> dict[str, Any]:
         """The probe's answer (its last line), run by `python` with HOME here, this node's
-        bin/ first on PATH and `env`."""
+        bin/ first on PATH and `env`; its first line, the clock, is kept in `clock`."""
         source = probes.load("fingerprint")
         payload = {"shared": "/tmp", "gpu_diag": gpu_diag,
                    "checks": [{"name": "bash", "command": "echo $BASH_VERSION"}]}
@@ -65,13 +67,20 @@ class ProbeNode:
             input=source.encode() + json.dumps(payload).encode(), env=environment,
             capture_output=True, timeout=300, check=False)
         assert done.returncode == 0, done.stderr.decode()[-2000:]
-        return json.loads(done.stdout.splitlines()[-1])
+        first, *_, last = done.stdout.splitlines()
+        self.clock = json.loads(first)
+        return json.loads(last)
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def plain_node(tmp_path_factory: pytest.TempPathFactory) -> ProbeNode:
     """This machine as it is: no torch in this Python, no nvidia-smi, no RDMA device."""
-    return ProbeNode(tmp_path_factory.mktemp("plain")).fingerprint()
+    return ProbeNode(tmp_path_factory.mktemp("plain"))
+
+
+@pytest.fixture(scope="module")
+def plain(plain_node: ProbeNode) -> dict[str, Any]:
+    return plain_node.fingerprint()
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +134,8 @@ def driver_down(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return node.fingerprint()
 
 
-def test_this_machines_fingerprint_reads_into_its_types(plain):
+def test_this_machines_fingerprint_reads_into_its_types(plain_node, plain):
+    assert abs(read(Clock, plain_node.clock).clock - time.time()) < 300
     facts = read(Fingerprint, plain)
     assert facts.python.version == platform.python_version()
     assert isinstance(facts.torch, TorchError) and "torch" in facts.torch.error
@@ -242,8 +252,9 @@ def fields_written(kind: Any, data: Any) -> set[str]:
 
 
 def test_every_field_the_rules_read_is_one_the_probe_writes(
-        plain, equipped, without_dcgm, driver_down):
+        plain_node, plain, equipped, without_dcgm, driver_down):
     written = set().union(*(fields_written(Fingerprint, answer)
                             for answer in (plain, equipped, without_dcgm, driver_down)))
     assert fields_read(Fingerprint) - written == set()
+    assert fields_read(Clock) - fields_written(Clock, plain_node.clock) == set()
 

@@ -13,6 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True)
+class Clock:
+    """The probe's first line: the node's time as it started (seconds since the epoch)."""
+
+    clock: float
+
+
 @dataclass
 class CheckResult:
     """A check as it ran on one node."""

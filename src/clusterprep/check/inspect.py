@@ -7,11 +7,12 @@ import json
 import time
 
 from clusterprep import suggest
-from clusterprep.errors import PROBE_FAILED, NodeError
+from clusterprep.answers import Misfit, read
 from clusterprep.check import fingerprint
-from clusterprep.check.facts import Fingerprint
+from clusterprep.check.facts import Clock, Fingerprint
 from clusterprep.check.findings import find_all
 from clusterprep.check.model import CheckReport, CheckSpec, NodeState
+from clusterprep.errors import PROBE_FAILED, NodeError
 from clusterprep.fleet import Fleet, ProbeResult
 
 
@@ -73,7 +74,9 @@ def _explained(result: ProbeResult) -> NodeError | None:
 
 
 def _node_clock(stdout: bytes) -> float | None:
+    """The node's clock, from the probe's first line; None where something else came first
+    (a startup file that prints): the fingerprint still counts, the offset is not known."""
     try:
-        return float(json.loads(stdout.split(b"\n", 1)[0])["clock"])
-    except (ValueError, KeyError, TypeError):
+        return read(Clock, json.loads(stdout.split(b"\n", 1)[0])).clock
+    except (ValueError, Misfit):
         return None
