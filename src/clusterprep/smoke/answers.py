@@ -1,4 +1,5 @@
-"""What smoke's node probes answer (`probes/smoke_node.py` stage by stage, the sweep), as types:
+"""What smoke's node probes answer (`probes/smoke_node.py` stage by stage, the sweep, the
+collective's workers, `smoke/worker.py`), as types:
 read once where an answer arrives (answers.read), so the phases read attributes and a probe
 that answers in another shape is that node's named error."""
 
@@ -139,3 +140,11 @@ class Found:
 class Swept:
     found: list[Found]
     survivors: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A collective worker's `joined` line: the process group formed, under this torch."""
+
+    world: int
+    torch: str

@@ -31,7 +31,7 @@ from clusterprep.fleet import CommandResult, Fleet
 from clusterprep.fleet.gather import fold
 from clusterprep.interrupts import acknowledge
 from clusterprep.inventory import Node
-from clusterprep.smoke.answers import Swept
+from clusterprep.smoke.answers import Joined, Swept
 from clusterprep.smoke.model import CollectiveResult, Leftover, Problem, SizeResult
 from clusterprep.smoke.problems import unanswered
 
@@ -110,7 +110,7 @@ class RankEvents:
 
     def __init__(self, listener: CollectiveListener) -> None:
         self.listener = listener
-        self.started: dict[int, dict[str, Any]] = {}
+        self.started: set[int] = set()
         self.joined: set[int] = set()
         self.done: set[int] = set()
         self.sizes: list[SizeResult] = []
@@ -124,10 +124,13 @@ class RankEvents:
         self.listener.rank_event(node, event)
         kind, rank = event.get("event"), event["rank"]
         if kind == "started":
-            self.started[rank] = event
+            self.started.add(rank)
         elif kind == "joined":
             self.joined.add(rank)
-            self.torch = event.get("torch")
+            try:
+                self.torch = read(Joined, event).torch
+            except Misfit as misfit:
+                self.misfits.append(f"rank {rank}'s joined line: {misfit}")
         elif kind == "size":
             try:
                 self.sizes.append(read(SizeResult, event))
