@@ -16,6 +16,7 @@ import subprocess
 import time
 
 import pytest
+import test_slurm
 import torchenv
 
 from test_smoke import free_port, torch_env, write_recipe  # noqa: F401  (torch_env: fixture)
@@ -221,3 +222,34 @@ def test_bad_launch_input_is_refused_before_any_node_is_touched(cli, tmp_path):
     assert nothing.exit_code == 2 and "nothing to launch" in nothing.stderr
     unknown = cli("launch", "-n", "localhost", "--exclude", "gpu7", "--", "train.py")
     assert unknown.exit_code == 2 and "--exclude names gpu7" in unknown.stderr
+
+
+@pytest.fixture
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """Two simulated nodes with a real Slurm and an allocation of both (tests/test_slurm.py)."""
+    test_slurm._require_slurm()
+    sim, _ = test_slurm._start(tmp_path_factory.mktemp("launch-slurm"), 2)
+    try:
+        yield sim
+    finally:
+        test_slurm._stop(sim)
+
+
+def test_through_slurm_a_killed_rank_ends_the_run_on_every_node_too(
+        slurm_cluster, cli, torch_env):
+    sim = slurm_cluster
+    words, env = test_slurm.through_slurm(
+        tuple(launch_args(sim, "--json", "--", "train.py", "--steps", "0")), None)
+    launch = cli.start(*words, env=env)
+    try:
+        wait_for(launch, "node02 | rank 1 step 20")
+        sim.node("node02").run(f"kill -9 {worker_pid(sim.node('node02'))}")
+        done = cli.finish(launch, timeout=60)
+    finally:
+        launch.kill()
+    document = done.json()
+    assert done.exit_code == 1, done.stderr
+    assert (document["first_failure"]["node"], document["first_failure"]["signal"]) == (
+        "node02", 9)
+    assert sorted(document["verified"]) == ["node01", "node02"]
+    assert left_running(sim) == {}

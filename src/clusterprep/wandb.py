@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from clusterprep import suggest
 from clusterprep.errors import ClusterprepError, NodeError
 from clusterprep.fleet import Fleet, ProbeResult
 from clusterprep.inventory import Node
@@ -391,7 +392,8 @@ def _check(node: Node, answer: ProbeResult, python: str) -> WandbCheck:
     if login_found.get("problem"):
         check.problems.append(f"login unusable: {login_found['problem']}")
     elif not login_found.get("found"):
-        check.problems.append("wandb finds no login: run `clusterprep wandb login`")
+        check.problems.append("wandb finds no login: run "
+                              f"`{suggest.command('wandb', 'login')}`")
     if check.login_source == check.netrc_path and check.netrc_mode not in (None, "0600"):
         check.problems.append(f"{check.netrc_path} has mode {check.netrc_mode}, not 0600: "
                               "others on the node can read the key")

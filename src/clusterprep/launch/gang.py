@@ -38,7 +38,7 @@ from clusterprep.launch.model import (
 )
 from clusterprep.launch.plan import MARKER, LaunchPlan
 
-TAIL_LINES = 40
+TAIL_LINES = 80  # torchrun's own traceback and failure box alone are ~35
 STOP_MARGIN = 15.0  # beyond the grace: the supervisor's own SIGKILL wait and its report
 SWEEP_TIMEOUT = 30.0
 STOP = b'{"stop": true}\n'
@@ -177,8 +177,8 @@ def _exited(name: str, tail: list[str], event: dict[str, Any]) -> Ending:
         return Ending(name, SIGNALLED, event["code"], -worker, rank,
                       f"a worker was killed by signal {-worker}", tail)
     if worker is not None:  # a worker failed on its own, even if the stop came before
-        return Ending(name, EXITED, event["code"], None, rank, f"a worker exited {worker}",
-                      tail)
+        return Ending(name, EXITED, event["code"], event["signal"], rank,
+                      f"a worker exited {worker}", tail)
     if event["stopped"]:
         return Ending(name, STOPPED, event["code"], event["signal"],
                       detail="stopped by the teardown", tail=tail)

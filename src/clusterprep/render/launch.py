@@ -6,6 +6,7 @@ the same as one object (also the launch's summary.json)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 import sys
 from typing import Any, TextIO
@@ -27,6 +28,10 @@ from clusterprep.launch.model import (
 )
 
 SHOWN_LINES = 12  # of the first failure's last lines, on the terminal (all in the log)
+# torchrun's line when a worker failed ("... api.py:1002] failed (exitcode: 1) local_rank:
+# 0 (pid: 12) of binary: ..."), and its failure box's lines that matter
+_AGENT_FAILED = re.compile(r"multiprocessing/api\.py:\d+\] failed \(exitcode: ")
+_SUMMARY = re.compile(r"^\s*(rank|exitcode|host)\s*:")
 
 
 class LiveLines(LaunchListener):
@@ -46,7 +51,7 @@ class LiveLines(LaunchListener):
 
 def how(ending: Ending) -> str:
     """How a node's launcher ended, in words."""
-    if ending.how in (SIGNALLED, OOM) and ending.code is None:
+    if ending.how in (EXITED, SIGNALLED, OOM) and ending.code is None:
         said = f"killed by signal {ending.signal}"
     elif ending.how in (EXITED, SIGNALLED, OOM):
         said = f"exited {ending.code}"
@@ -54,6 +59,16 @@ def how(ending: Ending) -> str:
         said = {HUNG: "hung", LOST: "lost its session", STOPPED: "stopped by the teardown",
                 UNSTARTED: "could not be reached: nothing was started"}[ending.how]
     return said if not ending.detail or ending.detail in said else f"{said}; {ending.detail}"
+
+
+def story_lines(tail: list[str]) -> list[str]:
+    """A failure's last lines worth reading: what the rank said before torchrun's own
+    traceback and failure box, then the box's rank and exit code lines."""
+    agent = next((i for i, line in enumerate(tail) if _AGENT_FAILED.search(line)), None)
+    if agent is None:
+        return tail[-SHOWN_LINES:]
+    summary = [line for line in tail[agent:] if _SUMMARY.match(line)]
+    return tail[:agent][-SHOWN_LINES:] + summary
 
 
 def _who(ending: Ending) -> str:
@@ -98,7 +113,7 @@ def report_text(report: LaunchReport) -> None:
     if first is not None and first.how != UNSTARTED:
         console.print(f"[red]{escape(_who(first))} failed first[/]: " + escape(how(first)),
                       soft_wrap=True)
-        for line in first.tail[-SHOWN_LINES:]:
+        for line in story_lines(first.tail):
             console.print("  | " + escape(line), soft_wrap=True)
         others = [e for e in report.endings if e is not first]
         if others:
