@@ -173,7 +173,7 @@ def test_check_runs_the_loads_too_unless_told_not_to(cli, cluster, loaders, tmp_
     ('name = "x"', "[[weights.load]] entry 1: command must be a non-empty string"),
     ('name = "x"\ncommand = "true"\ntimeout = 0', "timeout must be a number of seconds above 0"),
     ('name = "x"\ncommand = "true"\ngpu = "yes"', "gpu must be true or false, not 'yes'"),
-    ('name = "x"\ncommand = "true"\nwhen = 1', "unknown key 'when' (keys: name, command, "
+    ('name = "x"\ncommand = "true"\nwhen = 1', "unknown key 'when' (known: name, command, "
                                                "timeout, gpu)"),
 ])
 def test_a_bad_load_table_names_the_file_and_the_entry(tmp_path, table, message):

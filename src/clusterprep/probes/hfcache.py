@@ -120,7 +120,7 @@ def check(request):
         if state == "missing":
             missing.append(entry[0])
         elif state == "corrupt":
-            corrupt.append([entry[0], reason])
+            corrupt.append({"path": entry[0], "reason": reason})
         if stamp is not None:
             new_stamps[entry[0]] = stamp
     if hashing.done:

@@ -3,7 +3,7 @@
 Stdlib only; runs on the node. Input: {"action": "place" | "check", "code": FOLDER,
 "items": [[at, target, size], ...]}: `at` (inside the code folder) must be a symlink to
 `target` (the file in this node's own hub cache), which must be a file of `size` bytes.
-Output: {"items": [[state, reason, fix], ...]}, state "ok", "placed" or "failed"; fix: the
+Output: {"items": [{"state", "reason", "fix"}, ...]}, state "ok", "placed" or "failed"; fix: the
 words of the clusterprep command that would mend a failure (the head adds the user's options),
 or null.
 
@@ -59,9 +59,10 @@ def main():
     answers = []
     for at, target, size in request["items"]:
         try:
-            answers.append(list(one(request["code"], at, target, size, place)))
+            state, reason, fix = one(request["code"], at, target, size, place)
         except OSError as e:
-            answers.append(["failed", "cannot link %s: %s" % (at, e), None])
+            state, reason, fix = "failed", "cannot link %s: %s" % (at, e), None
+        answers.append({"state": state, "reason": reason, "fix": fix})
     print(json.dumps({"items": answers}))
 
 

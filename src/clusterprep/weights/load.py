@@ -21,6 +21,7 @@ from clusterprep import probes, suggest
 from clusterprep.errors import NodeError
 from clusterprep.fleet import Fleet
 from clusterprep.inventory import Node
+from clusterprep.weights.answers import LoadsAnswer
 from clusterprep.weights.manifest import Manifest
 from clusterprep.weights.spec import LOAD_TIMEOUT, Load, RepoRef
 
@@ -145,17 +146,18 @@ async def run_loads(fleet: Fleet, loads: tuple[Load, ...], manifest: Manifest | 
     }
     limit = timeout or sum(load.timeout for load in chosen) + 60
     results, interrupted = await fleet.probe("weights_load", payload, timeout=limit,
-                                             nodes=nodes)
+                                             nodes=nodes, shape=LoadsAnswer)
+    by_name = {load.name: load for load in chosen}
     nodes = []
     for result in results:
-        if result.data is None:
+        answer = result.answer
+        if answer is None:
             nodes.append(NodeLoads(result.node, error=result.error))
             continue
-        by_name = {load.name: load for load in chosen}
         nodes.append(NodeLoads(result.node, [
-            LoadOutcome(item["name"], item["state"], item["seconds"], item["tail"],
-                        _next_step(by_name[item["name"]], item["state"], item["tail"]))
-            for item in result.data["loads"]], result.data["gpus"]))
+            LoadOutcome(item.name, item.state, item.seconds, item.tail,
+                        _next_step(by_name[item.name], item.state, item.tail))
+            for item in answer.loads if item.name in by_name], answer.gpus))
     return LoadReport(nodes, not own, interrupted)
 
 

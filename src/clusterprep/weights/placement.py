@@ -24,6 +24,7 @@ from clusterprep import suggest
 from clusterprep.errors import NodeError
 from clusterprep.fleet import Fleet
 from clusterprep.fleet.gather import fold
+from clusterprep.weights.answers import Placed, PlacementAnswer
 from clusterprep.weights.manifest import Manifest, StagingError
 from clusterprep.weights.spec import Placement
 
@@ -150,18 +151,20 @@ async def _on_nodes(fleet: Fleet, code: Path, wanted: list[Target], caches: dict
     payload = {"action": "place" if place else "check", "code": str(code),
                "items": [[str(t.placement.at), link, t.size] for t, link in zip(wanted, links)]}
     nodes = [node for node in fleet.inventory.nodes if node.name in caches]
-    results, interrupted = await fleet.probe("placement", payload, nodes=nodes, timeout=timeout)
+    results, interrupted = await fleet.probe("placement", payload, nodes=nodes, timeout=timeout,
+                                             shape=PlacementAnswer)
     report = PlacementReport([PlacementResult(t.placement, paths[0], link)
                               for t, link in zip(wanted, links)], interrupted)
     for result in results:
-        if result.data is not None:
-            answers = result.data["items"]
+        if result.answer is not None:
+            answers = result.answer.items
         else:
             assert result.error is not None
-            answers = [[FAILED, f"{result.error.kind}: {result.error.message}", None]] \
+            answers = [Placed(FAILED, f"{result.error.kind}: {result.error.message}")] \
                 * len(wanted)
-        for placed, (state, reason, fix) in zip(report.results, answers):
-            if fix:
-                reason += f": run `{suggest.command(*fix)}`"
-            placed.nodes.append(NodePlacement(result.node, state, reason))
+        for placed, answer in zip(report.results, answers):
+            reason = answer.reason
+            if answer.fix:
+                reason = f"{reason}: run `{suggest.command(*answer.fix)}`"
+            placed.nodes.append(NodePlacement(result.node, answer.state, reason))
     return report

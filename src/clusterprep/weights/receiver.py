@@ -11,27 +11,25 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterprep.errors import INTERRUPTED, PROBE_FAILED, NodeError
 from clusterprep import probes
+from clusterprep.answers import Misfit, read
+from clusterprep.errors import INTERRUPTED, PROBE_FAILED, NodeError
 from clusterprep.events import JsonLines
 from clusterprep.fleet import Fleet
 from clusterprep.fleet.transport import CommandResult
 from clusterprep.inventory import Node
+from clusterprep.weights.answers import (
+    RECEIVER_EVENTS,
+    Done,
+    Ended,
+    FileFailure,
+    Progress,
+    ReceiverEvent,
+    Unreadable,
+)
 from clusterprep.weights.manifest import Entry
 
 TRANSFER_FAILED = "transfer-failed"
-
-
-@dataclass
-class FileFailure:
-    """A file a node could not write: why, and for a write that failed, how many of its bytes
-    were not written and into which folder."""
-
-    path: str
-    reason: str
-    unwritten: int = 0
-    where: str | None = None
-    errno: int | None = None
 
 
 @dataclass
@@ -99,16 +97,13 @@ class Inbox:
             yield item
 
 
-Event = dict[str, Any]
-
-
 class Receiver:
-    """One node's receiver, from its start to its end. Its events (all but progress, which
-    only updates `position`) go to the transfer's queue as `(receiver, event)`; its end comes
-    as the event `{"event": "ended"}`."""
+    """One node's receiver, from its start to its end. Its events, read as types (all but
+    progress, which only updates `position`), go to the transfer's queue as `(receiver,
+    event)`; its end comes as `Ended()`, an event it cannot read as `Unreadable`."""
 
     def __init__(self, target: Target, fleet: Fleet, address: str,
-                 events: asyncio.Queue[tuple[Receiver, Event]],
+                 events: asyncio.Queue[tuple[Receiver, ReceiverEvent]],
                  on_progress: Any) -> None:
         self.target = target
         self.name = target.node.name
@@ -124,7 +119,7 @@ class Receiver:
         self.waited: dict[str, float] = {}  # seconds its stream waited so far, by cause
         self.heard = self.started = self.ended = time.monotonic()
         self.moved = asyncio.Event()
-        self.done: Event | None = None
+        self.done: Done | None = None
         self.result: CommandResult | None = None
         self.task: asyncio.Task[None] | None = None
         self._lines = JsonLines(self._on_event)
@@ -171,36 +166,43 @@ class Receiver:
         finally:
             self.ended = time.monotonic()
             self.inbox.abandon()
-            self.events.put_nowait((self, {"event": "ended"}))
+            self.events.put_nowait((self, Ended()))
 
     def _on_output(self, node: str, stream: str, chunk: bytes) -> None:
         if stream == "stdout":
             self.heard = time.monotonic()
             self._lines(node, stream, chunk)
 
-    def _on_event(self, node: str, event: Event) -> None:
-        kind = event.get("event")
-        if kind in ("progress", "done"):
-            self.position = max(self.position, int(event.get("bytes", 0)))
-            self.read = max(self.read, int(event.get("read", 0)))
-            self.waited = event.get("blocked", self.waited)
+    def _on_event(self, node: str, raw: dict[str, Any]) -> None:
+        kind = RECEIVER_EVENTS.get(raw.get("event"))
+        if kind is None:
+            return  # a word this head has no use for
+        try:
+            event = read(kind, raw)
+        except Misfit as misfit:
+            self.events.put_nowait((self, Unreadable(misfit.error(self.name, "hfreceive"))))
+            return
+        if isinstance(event, Progress):  # a Done is a last Progress too
+            self.position = max(self.position, event.bytes)
+            self.read = max(self.read, event.read)
+            self.waited = event.blocked
             self.moved.set()
             self.on_progress(self.name, self.position)
-        if kind == "done":
+        if isinstance(event, Done):
             self.done = event
             self.inbox.close()
-        if kind != "progress":
+        if type(event) is not Progress:
             self.events.put_nowait((self, event))
 
     def failure(self) -> NodeError | None:
         """Why it ended without finishing, once it has ended; None when it finished."""
-        if self.done is not None and not self.done.get("error"):
+        if self.done is not None and not self.done.error:
             return None
         result = self.result
         if result is not None and result.error is not None:
             return result.error
         if self.done is not None:
-            return NodeError(TRANSFER_FAILED, self.done["error"])
+            return NodeError(TRANSFER_FAILED, self.done.error)
         code = result.exit_code if result is not None else None
         said = " | ".join(result.stderr.decode(errors="replace").strip().splitlines()[-3:]) \
             if result is not None else ""
@@ -213,14 +215,12 @@ class Receiver:
         """Its outcome, from what it said (or last said) and how it ended."""
         outcome = self.target.outcome
         outcome.bytes_received = self.position
-        done = self.done or {}
-        outcome.files_written = done.get("written", 0)
-        outcome.free_at_start = done.get("free_at_start")
-        outcome.blocked = done.get("blocked", {})
         outcome.seconds = self.ended - self.started
-        outcome.failed = [FileFailure(f["path"], f["reason"], f.get("unwritten", 0),
-                                      f.get("where"), f.get("errno"))
-                          for f in done.get("failed", [])]
+        if self.done is not None:
+            outcome.files_written = self.done.written
+            outcome.free_at_start = self.done.free_at_start
+            outcome.blocked = dict(self.done.blocked)
+            outcome.failed = list(self.done.failed)
         if outcome.error is None:
             outcome.error = self.failure()
 

@@ -150,14 +150,21 @@ class WeightsSpec:
         return WeightsSpec(chosen, staging or self.staging, kept, self.code, self.loads)
 
 
-def _repo_from_table(item: object, source: str, index: int) -> RepoRef:
-    where = f"[weights] repos entry {index}"
+def _table(item: object, keys: tuple[str, ...], source: str, where: str,
+           expected: str) -> dict[str, Any]:
+    """`item` as an entry's table of only the `keys` it may have; else the error naming it."""
     if not isinstance(item, dict):
-        raise WeightsSpecError(source, f'{where}: expected {{ id = "org/name" }}, got {item!r}')
-    unknown = sorted(set(item) - set(_REPO_KEYS))
+        raise WeightsSpecError(source, f"{where}: expected {expected}, got {item!r}")
+    unknown = sorted(set(item) - set(keys))
     if unknown:
         raise WeightsSpecError(source, f"{where}: unknown key {unknown[0]!r} "
-                                       f"(known: {', '.join(_REPO_KEYS)})")
+                                       f"(known: {', '.join(keys)})")
+    return item
+
+
+def _repo_from_table(item: object, source: str, index: int) -> RepoRef:
+    where = f"[weights] repos entry {index}"
+    item = _table(item, _REPO_KEYS, source, where, '{ id = "org/name" }')
     ref = repo_ref(item.get("id"), item.get("revision", "main"), source, where)
     patterns = item.get("allow_patterns")
     if patterns is None:
@@ -214,12 +221,7 @@ def _placement_from_table(item: object, repos: tuple[RepoRef, ...], code: Path |
 
 def _load_from_table(item: object, source: str, index: int) -> Load:
     where = f"[[weights.load]] entry {index}"
-    if not isinstance(item, dict):
-        raise WeightsSpecError(source, f"{where}: expected a table with name, command")
-    unknown = sorted(set(item) - set(_LOAD_KEYS))
-    if unknown:
-        raise WeightsSpecError(source, f"{where}: unknown key {unknown[0]!r} "
-                                       f"(keys: {', '.join(_LOAD_KEYS)})")
+    item = _table(item, _LOAD_KEYS, source, where, "a table with name, command")
     for key in ("name", "command"):
         if not isinstance(item.get(key), str) or not item[key].strip():
             raise WeightsSpecError(source, f"{where}: {key} must be a non-empty string")

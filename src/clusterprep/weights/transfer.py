@@ -18,14 +18,23 @@ import socket
 import time
 from typing import Any
 
-from clusterprep.errors import HUNG, NodeError, NodeUnreachable
 from clusterprep import probes
+from clusterprep.errors import HUNG, NodeError, NodeUnreachable
 from clusterprep.fleet import Fleet
 from clusterprep.weights import chain
+from clusterprep.weights.answers import (
+    Ended,
+    Linked,
+    Listening,
+    Lost,
+    Need,
+    ReceiverEvent,
+    Unreadable,
+)
 from clusterprep.weights.manifest import Entry, Manifest
 from clusterprep.weights.pace import Pace
 from clusterprep.weights.progress import NodeBytesListener
-from clusterprep.weights.receiver import TRANSFER_FAILED, Event, Receiver, Target
+from clusterprep.weights.receiver import TRANSFER_FAILED, Receiver, Target
 
 GRACE = 2.0         # seconds to let a broken link's cause show (a node's end) before splitting
 CHUNK = 1 << 20     # bytes per frame the head sends
@@ -50,7 +59,7 @@ class Transfer:
         needed = {e.path for t in targets for e in t.entries}
         self.stream: list[Entry] = [e for e in manifest.files if e.path in needed]
         self.total = sum(e.size for e in self.stream)
-        self.events: asyncio.Queue[tuple[Receiver, Event]] = asyncio.Queue()
+        self.events: asyncio.Queue[tuple[Receiver, ReceiverEvent]] = asyncio.Queue()
         self.receivers: list[Receiver] = []
         self.pumps: dict[Receiver, asyncio.Task[None]] = {}
         self.chains: list[list[str]] = []       # as planned
@@ -172,22 +181,23 @@ class Transfer:
 
     # -- events --------------------------------------------------------------------------------
 
-    def _handle(self, receiver: Receiver, event: Event) -> None:
-        kind = event.get("event")
-        if kind == "listening":
-            receiver.port = event.get("port")
-            receiver.listen_error = event.get("error")
-        elif kind == "need":
-            self._start_pump(receiver, int(event["at"]))
-        elif kind == "linked" and not event.get("ok"):
-            if receiver.downstream is not None and receiver.link_out == event.get("link"):
-                self._split(receiver, receiver.downstream, event.get("error", "cannot connect"))
-        elif kind == "lost":
-            pair = ((receiver, receiver.downstream) if event.get("side") == "downstream"
+    def _handle(self, receiver: Receiver, event: ReceiverEvent) -> None:
+        if isinstance(event, Listening):
+            receiver.port = event.port
+            receiver.listen_error = event.error
+        elif isinstance(event, Need):
+            self._start_pump(receiver, event.at)
+        elif isinstance(event, Linked) and not event.ok:
+            if receiver.downstream is not None and receiver.link_out == event.link:
+                self._split(receiver, receiver.downstream, event.error or "cannot connect")
+        elif isinstance(event, Lost):
+            pair = ((receiver, receiver.downstream) if event.side == "downstream"
                     else (receiver.upstream, receiver))
-            why = event.get("error") or "the connection ended"
-            self._recheck_later(*pair, event.get("link"), why, time.monotonic())
-        elif kind == "ended" and not receiver.cut:
+            why = event.error or "the connection ended"
+            self._recheck_later(*pair, event.link, why, time.monotonic())
+        elif isinstance(event, Unreadable) and not receiver.cut:
+            self._cut(receiver, event.error)
+        elif isinstance(event, Ended) and not receiver.cut:
             failure = receiver.failure()
             if failure is not None:
                 self._cut(receiver, failure)
@@ -201,7 +211,7 @@ class Transfer:
         if downstream is None or downstream.cut or not downstream.running:
             return
         assert receiver.done is not None
-        if receiver.done.get("passed_to") != receiver.link_out:
+        if receiver.done.passed_to != receiver.link_out:
             chain.split(receiver)
             self._feed(downstream)
 

@@ -16,6 +16,7 @@ from clusterprep.events import JsonLines
 from clusterprep.fleet import Fleet
 from clusterprep.fleet.transport import OutputCallback
 from clusterprep.inventory import Node
+from clusterprep.weights.answers import CacheAnswer
 from clusterprep.weights.manifest import Manifest
 from clusterprep.weights.progress import NodeBytesListener
 
@@ -91,14 +92,14 @@ async def check_caches(
     }
     results, interrupted = await fleet.probe(
         "hfcache", payload, nodes=nodes, timeout=timeout,
-        on_output=_hashing_reader(hashing) if hashing else None)
+        on_output=_hashing_reader(hashing) if hashing else None, shape=CacheAnswer)
     states, bad = [], {}
     for result in results:
-        if result.data is None:
+        if result.answer is None:
             states.append(NodeCache(result.node, error=result.error))
             continue
-        states.append(_node_cache(result.node, result.data, manifest))
-        bad[result.node] = result.data["missing"] + [path for path, _ in result.data["corrupt"]]
+        states.append(_node_cache(result.node, result.answer, manifest))
+        bad[result.node] = result.answer.bad
     return states, bad, interrupted
 
 
@@ -112,19 +113,19 @@ def _hashing_reader(listener: NodeBytesListener) -> OutputCallback:
     return JsonLines(on_event)
 
 
-def _node_cache(node: str, data: dict[str, Any], manifest: Manifest) -> NodeCache:
+def _node_cache(node: str, answer: CacheAnswer, manifest: Manifest) -> NodeCache:
     repos = {folder: RepoState(refs[0].id, [r.revision for r in refs])
              for folder, refs in manifest.folders.items()}
-    for path in data["missing"]:
+    for path in answer.missing:
         folder, _, inside = path.partition("/")
         repos[folder].missing.append(inside)
-    for path, reason in data["corrupt"]:
-        folder, _, inside = path.partition("/")
-        repos[folder].corrupt.append((inside, reason))
-    for folder, revisions in data["extra_revisions"].items():
+    for corrupt in answer.corrupt:
+        folder, _, inside = corrupt.path.partition("/")
+        repos[folder].corrupt.append((inside, corrupt.reason))
+    for folder, revisions in answer.extra_revisions.items():
         repos[folder].extra_revisions.extend(revisions)
-    return NodeCache(node, data["cache"], data["cache_source"], list(repos.values()),
-                     bool(data.get("sees_staging")))
+    return NodeCache(node, answer.cache, answer.cache_source, list(repos.values()),
+                     answer.sees_staging)
 
 
 async def verify(fleet: Fleet, manifest: Manifest, *, full: bool = False,
