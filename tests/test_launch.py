@@ -153,6 +153,25 @@ def test_a_rank_stopped_with_sigstop_is_named_hung_and_the_run_ends_everywhere(
     assert left_running(sim) == {}
 
 
+def test_a_node_killed_mid_run_is_named_lost_first_and_every_other_node_ends(
+        make_cluster, cli, torch_env):
+    sim = make_cluster(3)
+    launch = start(cli, sim)
+    try:
+        wait_for(launch, "node03 | rank 2 step 20")
+        sim.node("node03").stop()  # every process of the node, its sshd too, killed with -9
+        done = cli.finish(launch, timeout=90)
+    finally:
+        launch.kill()
+    document = done.json()
+    assert done.exit_code == 1, done.stderr
+    first = document["first_failure"]
+    assert (first["node"], first["how"]) == ("node03", "lost"), document["endings"]
+    assert left_running(sim) == {}  # node01 and node02 searched: nothing of the run left
+    assert sorted(document["verified"]) == ["node01", "node02"]
+    assert list(document["unverified"]) == ["node03"]
+
+
 def test_ctrl_c_on_the_head_ends_the_run_on_every_node(make_cluster, cli, torch_env):
     sim = make_cluster(2)
     launch = start(cli, sim)
@@ -253,3 +272,28 @@ def test_through_slurm_a_killed_rank_ends_the_run_on_every_node_too(
         "node02", 9)
     assert sorted(document["verified"]) == ["node01", "node02"]
     assert left_running(sim) == {}
+
+
+def test_a_nodes_supervisor_speaks_in_the_shapes_the_gang_reads(tmp_path):
+    """The real supervisor probe, run here as a node runs it, on a command that prints and
+    fails: every event it sends reads into its type (a renamed field would end the node's run
+    as a named error, never an exit the head misses)."""
+    from clusterprep import probes
+    from clusterprep.answers import read
+    from clusterprep.launch.answers import EVENTS, Exit, Left, Line, Started
+
+    source = probes.load("launch_node")
+    request = {"command": "echo step 1; exit 3", "cwd": str(tmp_path), "env": {},
+               "marker": "CLUSTERPREP_LAUNCH_RUN=probe-test", "hung_after": 5, "grace": 1}
+    node = subprocess.Popen(["bash", "-c", probes.command(source)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    node.stdin.write(source.encode() + json.dumps(request).encode() + b"\n")
+    node.stdin.flush()  # held open: the end of its stdin is the head's stop
+    lines = node.stdout.read().decode().splitlines()
+    node.stdin.close()
+    node.wait(10)
+    events = [read(EVENTS[raw["event"]], raw) for raw in map(json.loads, lines)]
+    assert [type(e) for e in events] == [Started, Line, Exit, Left]
+    assert events[1] == Line("step 1")
+    assert events[2] == Exit(code=3, signal=None, stopped=False, oom=[])
+    assert events[3] == Left(left=[], survivors=[])

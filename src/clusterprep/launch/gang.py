@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterprep import probes
+from clusterprep.answers import Misfit, read
 from clusterprep.errors import HUNG as HUNG_KIND
 from clusterprep.errors import PROBE_FAILED, NodeError
 from clusterprep.events import JsonLines
 from clusterprep.fleet import CommandResult, Fleet
 from clusterprep.interrupts import acknowledge
 from clusterprep.inventory import Node
+from clusterprep.launch.answers import EVENTS, Exit, Hung, Left, Line
 from clusterprep.launch.logs import RunLogs
 from clusterprep.launch.model import (
     EXITED,
@@ -37,6 +39,7 @@ from clusterprep.launch.model import (
     Process,
 )
 from clusterprep.launch.plan import MARKER, LaunchPlan
+from clusterprep.smoke.answers import Found, Swept
 
 TAIL_LINES = 80  # torchrun's own traceback and failure box alone are ~35
 STOP_MARGIN = 15.0  # beyond the grace: the supervisor's own SIGKILL wait and its report
@@ -71,7 +74,7 @@ class _Node:
     """What the head knows of one node's run while it lasts."""
 
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
-    exit: dict[str, Any] | None = None
+    exit: Exit | None = None
     ending: Ending | None = None
     peer_lost: bool = False
 
@@ -108,25 +111,33 @@ async def run_gang(fleet: Fleet, nodes: list[Node], plan: LaunchPlan, run: str,
             stop.set()
             listener.failed(ending)
 
-    def on_event(name: str, event: dict[str, Any]) -> None:
+    def on_event(name: str, raw: dict[str, Any]) -> None:
         state = states[name]
-        kind = event.get("event")
-        if kind == "line":
-            text = event["text"]
-            state.tail.append(text)
-            state.peer_lost = state.peer_lost or bool(_CONSEQUENCE.search(text))
-            logs.line(name, text)
-            match = _LINE_RANK.match(text)
-            listener.line(name, int(match.group(1)) if match else None, text)
-        elif kind == "hung":
-            ended(name, _hung(name, event["processes"], list(state.tail)))
-        elif kind == "exit":
+        kind = EVENTS.get(raw.get("event"))
+        if kind is None:
+            return
+        try:
+            event = read(kind, raw)
+        except Misfit as misfit:
+            error = misfit.error(name, "launch_node")
+            ended(name, Ending(name, LOST, detail=f"{error.kind}: {error.message}",
+                               tail=list(state.tail)))
+            return
+        if isinstance(event, Line):
+            state.tail.append(event.text)
+            state.peer_lost = state.peer_lost or bool(_CONSEQUENCE.search(event.text))
+            logs.line(name, event.text)
+            match = _LINE_RANK.match(event.text)
+            listener.line(name, int(match.group(1)) if match else None, event.text)
+        elif isinstance(event, Hung):
+            ended(name, _hung(name, event.processes, list(state.tail)))
+        elif isinstance(event, Exit):
             state.exit = event
             ended(name, _exited(name, list(state.tail), event))
-        elif kind == "ended":
-            report.left += [_process(name, p) for p in event["left"]]
-            report.survivors += [_process(name, p) for p in event["left"]
-                                 if p["pid"] in event["survivors"]]
+        elif isinstance(event, Left):
+            report.left += [_process(name, p) for p in event.left]
+            report.survivors += [_process(name, p) for p in event.left
+                                 if p.pid in event.survivors]
 
     def on_end(result: CommandResult) -> None:
         if states[result.node].exit is not None:
@@ -163,28 +174,28 @@ async def run_gang(fleet: Fleet, nodes: list[Node], plan: LaunchPlan, run: str,
     report.endings = _ordered([s.ending for s in states.values() if s.ending is not None])
 
 
-def _process(node: str, found: dict[str, Any]) -> Process:
-    return Process(node, found["pid"], found["command"], found["state"])
+def _process(node: str, found: Found) -> Process:
+    return Process(node, found.pid, found.command, found.state)
 
 
-def _exited(name: str, tail: list[str], event: dict[str, Any]) -> Ending:
+def _exited(name: str, tail: list[str], event: Exit) -> Ending:
     rank = _last(_SUMMARY_RANK, tail)
     worker = _last(_SUMMARY_EXIT, tail)
-    if event["oom"]:
-        return Ending(name, OOM, event["code"], event["signal"], rank, "the kernel's OOM "
-                      f"killer killed pid {', '.join(map(str, event['oom']))}", tail)
+    if event.oom:
+        return Ending(name, OOM, event.code, event.signal, rank, "the kernel's OOM "
+                      f"killer killed pid {', '.join(map(str, event.oom))}", tail)
     if worker is not None and worker < 0:  # torchrun exits 1 when a worker was killed
-        return Ending(name, SIGNALLED, event["code"], -worker, rank,
+        return Ending(name, SIGNALLED, event.code, -worker, rank,
                       f"a worker was killed by signal {-worker}", tail)
     if worker is not None:  # a worker failed on its own, even if the stop came before
-        return Ending(name, EXITED, event["code"], event["signal"], rank,
+        return Ending(name, EXITED, event.code, event.signal, rank,
                       f"a worker exited {worker}", tail)
-    if event["stopped"]:
-        return Ending(name, STOPPED, event["code"], event["signal"],
+    if event.stopped:
+        return Ending(name, STOPPED, event.code, event.signal,
                       detail="stopped by the teardown", tail=tail)
-    if event["signal"] is not None:
-        return Ending(name, SIGNALLED, None, event["signal"], rank, tail=tail)
-    return Ending(name, EXITED, event["code"], None, rank, tail=tail)
+    if event.signal is not None:
+        return Ending(name, SIGNALLED, None, event.signal, rank, tail=tail)
+    return Ending(name, EXITED, event.code, None, rank, tail=tail)
 
 
 def _last(pattern: re.Pattern[str], tail: list[str]) -> int | None:
@@ -193,10 +204,10 @@ def _last(pattern: re.Pattern[str], tail: list[str]) -> int | None:
                 None)
 
 
-def _hung(name: str, stopped: list[dict[str, Any]], tail: list[str]) -> Ending:
-    ranks = [p["rank"] for p in stopped if p.get("rank") is not None]
+def _hung(name: str, stopped: list[Found], tail: list[str]) -> Ending:
+    ranks = [p.rank for p in stopped if p.rank is not None]
     return Ending(name, HUNG, rank=ranks[0] if ranks else None, detail="stopped (state T): "
-                  + ", ".join(f"pid {p['pid']} ({p['command'][:80]})" for p in stopped),
+                  + ", ".join(f"pid {p.pid} ({p.command[:80]})" for p in stopped),
                   tail=tail)
 
 
@@ -221,15 +232,15 @@ async def _verify(fleet: Fleet, nodes: list[Node], run: str, report: LaunchRepor
     """On every node: any process of the run still alive is named and killed; a node that
     cannot be asked is named as unverified."""
     answers, _ = await fleet.probe("smoke_sweep", {"marker": f"{MARKER}={run}"},
-                                   timeout=SWEEP_TIMEOUT, nodes=nodes)
+                                   timeout=SWEEP_TIMEOUT, nodes=nodes, shape=Swept)
     report.verified = []
     for answer in answers:
-        if answer.data is None:
+        swept: Swept | None = answer.answer
+        if swept is None:
             assert answer.error is not None
             report.unverified[answer.node] = f"{answer.error.kind}: {answer.error.message}"
             continue
         report.verified.append(answer.node)
-        found = {p["pid"]: Process(answer.node, p["pid"], p["command"], p["state"])
-                 for p in answer.data["found"]}
+        found = {p.pid: _process(answer.node, p) for p in swept.found}
         report.left += found.values()
-        report.survivors += [found[pid] for pid in answer.data["survivors"]]
+        report.survivors += [found[pid] for pid in swept.survivors if pid in found]

@@ -4,9 +4,9 @@ collective's milestones, as they happen (without rich: they print before any tab
 from __future__ import annotations
 
 import sys
-from typing import Any
 
-from clusterprep.smoke.model import PhaseResult
+from clusterprep.smoke.answers import Joined
+from clusterprep.smoke.model import PhaseResult, SizeResult
 from clusterprep.smoke.runner import SmokeListener
 
 
@@ -29,12 +29,12 @@ class ProgressLines(SmokeListener):
         print(f"smoke: {result.name} {state} ({result.seconds:.1f} s)", file=sys.stderr,
               flush=True)
 
-    def rank_event(self, node: str, event: dict[str, Any]) -> None:
-        if event.get("event") == "joined":
-            self.joined += 1
-            if self.joined == event.get("world"):
-                print(f"smoke: collective: all {self.joined} ranks joined "
-                      f"(torch {event.get('torch')})", file=sys.stderr, flush=True)
-        elif event.get("event") == "size":
-            print(f"smoke: collective: {event['bytes']} bytes, busbw {event['busbw']:.3f} GB/s, "
-                  f"#wrong {event['wrong']}", file=sys.stderr, flush=True)
+    def rank_joined(self, node: str, rank: int, joined: Joined) -> None:
+        self.joined += 1
+        if self.joined == joined.world:
+            print(f"smoke: collective: all {self.joined} ranks joined (torch {joined.torch})",
+                  file=sys.stderr, flush=True)
+
+    def size_measured(self, node: str, size: SizeResult) -> None:
+        print(f"smoke: collective: {size.bytes} bytes, busbw {size.busbw:.3f} GB/s, "
+              f"#wrong {size.wrong}", file=sys.stderr, flush=True)

@@ -48,8 +48,11 @@ class CollectiveListener:
     """Told of every rank's events as they arrive; does nothing by default (renderers
     override)."""
 
-    def rank_event(self, node: str, event: dict[str, Any]) -> None:
-        """`event` is a worker's JSON line: started, joined, size (rank 0) or done."""
+    def rank_joined(self, node: str, rank: int, joined: Joined) -> None:
+        """A rank's process group formed."""
+
+    def size_measured(self, node: str, size: SizeResult) -> None:
+        """Rank 0 timed one size of the sweep."""
 
 
 @dataclass(frozen=True)
@@ -121,21 +124,26 @@ class RankEvents:
     def _note(self, node: str, event: dict[str, Any]) -> None:
         if not isinstance(event.get("rank"), int):
             return
-        self.listener.rank_event(node, event)
         kind, rank = event.get("event"), event["rank"]
         if kind == "started":
             self.started.add(rank)
         elif kind == "joined":
             self.joined.add(rank)
             try:
-                self.torch = read(Joined, event).torch
+                joined = read(Joined, event)
             except Misfit as misfit:
                 self.misfits.append(f"rank {rank}'s joined line: {misfit}")
+            else:
+                self.torch = joined.torch
+                self.listener.rank_joined(node, rank, joined)
         elif kind == "size":
             try:
-                self.sizes.append(read(SizeResult, event))
+                size = read(SizeResult, event)
             except Misfit as misfit:
                 self.misfits.append(f"rank {rank}'s size line: {misfit}")
+            else:
+                self.sizes.append(size)
+                self.listener.size_measured(node, size)
         elif kind == "done":
             self.done.add(rank)
 
