@@ -188,18 +188,28 @@ def _free(address: str, port: int) -> bool:
     return True
 
 
+def _blocks_of_this_process() -> range:
+    """The address blocks this process may take: all 254, or, under pytest-xdist, every
+    WORKERS-th one from its own: two test processes checking the same free block at once
+    would both take it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return range(1 + int(worker.removeprefix("gw")) % workers, 255, workers)
+
+
 _block_lock = threading.Lock()
-_next_block = 1
+_blocks = _blocks_of_this_process()
+_next = 0
 
 
 def _allocate_block(n: int, port: int) -> int:
     """Pick the next address block 127.B.x.x whose n addresses are all free on port."""
-    global _next_block
+    global _next
     with _block_lock:
-        for step in range(254):
-            block = (_next_block - 1 + step) % 254 + 1
+        for step in range(len(_blocks)):
+            block = _blocks[(_next + step) % len(_blocks)]
             if all(_free(_node_address(block, i), port) for i in range(n)):
-                _next_block = block % 254 + 1
+                _next = (_next + step + 1) % len(_blocks)
                 return block
     raise SimClusterError(f"no free loopback block 127.B.0.0/16 for {n} nodes on port {port}")
 

@@ -84,9 +84,13 @@ def test_no_command_ends_in_a_traceback_when_a_node_drops_at_any_moment(
 
 def test_a_frozen_node_is_cut_out_as_hung_and_the_others_finish(cluster4, cli):
     started = time.monotonic()
-    with faultkit.frozen(cluster4.node("node03"), after=1.0):
-        result = cli("run", *cluster_args(cluster4), "--hung-after", "3", "--json",
-                     "sleep 3; echo done", timeout=60)
+    process = cli.start("run", *cluster_args(cluster4), "--hung-after", "3", "--json",
+                        "sleep 3; echo done")
+    node03 = cluster4.node("node03")
+    until(lambda: "sleep 3" in node03.run("ps -eo args").stdout or process.poll() is not None,
+          "node03 runs the command")
+    with faultkit.frozen(node03):  # connected and running: frozen mid-command
+        result = cli.finish(process, timeout=60)
     took = time.monotonic() - started
     assert_no_traceback(result)
     assert result.exit_code == 1

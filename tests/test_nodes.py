@@ -131,6 +131,9 @@ def test_ctrl_c_keeps_the_output_of_nodes_that_finished(make_cluster, cli):
                         'echo "hello from $(hostname)"; [ "$(hostname)" = node01 ] || sleep 60')
     until(lambda: all("sleep 60" in sim.node(name).run("ps -eo args").stdout
                       for name in ("node02", "node03")), "node02 and node03 run the command")
+    until(lambda: faultkit.session_sshds(sim.node("node01"))
+          and "hello from" not in sim.node("node01").run("ps -eo args").stdout,
+          "node01 ran the command and is done")
     process.send_signal(signal.SIGINT)
     interrupted = cli.finish(process, timeout=30)
     assert interrupted.exit_code == 130, interrupted.stderr
