@@ -18,6 +18,7 @@ import time
 import pytest
 import test_slurm
 import torchenv
+from polls import until
 
 from test_smoke import free_port, torch_env, write_recipe  # noqa: F401  (torch_env: fixture)
 
@@ -297,3 +298,80 @@ def test_a_nodes_supervisor_speaks_in_the_shapes_the_gang_reads(tmp_path):
     assert events[1] == Line("step 1")
     assert events[2] == Exit(code=3, signal=None, stopped=False, oom=[])
     assert events[3] == Left(left=[], survivors=[])
+
+
+def test_through_slurm_a_node_lost_is_told_at_once_while_the_others_run_on(
+        slurm_cluster, cli):
+    """A node's supervisor killed with -9 while the other node's command goes on unaware (as
+    ranks blocked in NCCL would): its job step ends without a word, the node is named lost
+    then, and the other node is stopped then, not when every step has ended (never, here)."""
+    sim = slurm_cluster
+    words, env = test_slurm.through_slurm(
+        tuple(launch_args(sim, "--json", "--raw", "--", "echo started; exec sleep 600")), None)
+    launch = cli.start(*words, env=env)
+    try:
+        wait_for(launch, "node02 | started")
+        until(lambda: "sleep 600" in sim.node("node01").run("ps -eo args").stdout,
+              "node01 runs the command")
+        node02 = sim.node("node02")
+        command = node02.run("pgrep -o -f 'sleep 600'").stdout.split()[0]
+        node02.run(f"kill -9 $(ps -o ppid= -p {command})")
+        done = cli.finish(launch, timeout=90)
+    finally:
+        launch.kill()
+    document = done.json()
+    assert done.exit_code == 1, done.stderr
+    endings = {e["node"]: e["how"] for e in document["endings"]}
+    assert document["first_failure"]["node"] == "node02" and endings == {
+        "node02": "lost", "node01": "stopped"}, document["endings"]
+    assert sorted(document["verified"]) == ["node01", "node02"]
+    assert left_running(sim) == {}
+
+
+def test_a_nodes_supervisor_speaks_in_the_shapes_the_gang_reads(tmp_path):
+    """The real supervisor probe, run here as a node runs it, on a command that prints and
+    fails: every event it sends reads into its type (a renamed field would end the node's run
+    as a named error, never an exit the head misses)."""
+    from clusterprep import probes
+    from clusterprep.answers import read
+    from clusterprep.launch.answers import EVENTS, Exit, Left, Line, Started
+
+    source = probes.load("launch_node")
+    request = {"command": "echo step 1; exit 3", "cwd": str(tmp_path), "env": {},
+               "marker": "CLUSTERPREP_LAUNCH_RUN=probe-test", "hung_after": 5, "grace": 1}
+    node = subprocess.Popen(["bash", "-c", probes.command(source)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    node.stdin.write(source.encode() + json.dumps(request).encode() + b"\n")
+    node.stdin.flush()  # held open: the end of its stdin is the head's stop
+    lines = node.stdout.read().decode().splitlines()
+    node.stdin.close()
+    node.wait(10)
+    events = [read(EVENTS[raw["event"]], raw) for raw in map(json.loads, lines)]
+    assert [type(e) for e in events] == [Started, Line, Exit, Left]
+    assert events[1] == Line("step 1")
+    assert events[2] == Exit(code=3, signal=None, stopped=False, oom=[])
+    assert events[3] == Left(left=[], survivors=[])
+
+
+def test_through_slurm_a_nodes_lost_supervisor_ends_the_run_at_once_not_at_the_end(
+        slurm_cluster, cli, torch_env):
+    """A node's supervisor killed with -9 (its job step's task ends without a word): the node
+    is named lost as soon as its step ends, so the others are stopped then, not never."""
+    sim = slurm_cluster
+    words, env = test_slurm.through_slurm(
+        tuple(launch_args(sim, "--json", "--", "train.py", "--steps", "0")), None)
+    launch = cli.start(*words, env=env)
+    try:
+        wait_for(launch, "node02 | rank 1 step 20")
+        node02 = sim.node("node02")
+        shell = node02.run("pgrep -o -f '^/bin/sh -c .*torchrun'").stdout.split()[0]
+        node02.run(f"kill -9 $(ps -o ppid= -p {shell})")
+        done = cli.finish(launch, timeout=90)
+    finally:
+        launch.kill()
+    document = done.json()
+    assert done.exit_code == 1, done.stderr
+    assert (document["first_failure"]["node"], document["first_failure"]["how"]) == (
+        "node02", "lost"), document["endings"]
+    assert sorted(document["verified"]) == ["node01", "node02"]
+    assert left_running(sim) == {}  # node02's ranks, left without their supervisor: swept

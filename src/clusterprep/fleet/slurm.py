@@ -528,13 +528,19 @@ class SlurmBackend(Backend):
         for node in nodes:
             if node.name not in by_name:
                 groups.setdefault(opening(node), []).append(node)
-        steps = await asyncio.gather(*(
-            self.launcher.run(command, group, stdin_stream=spoken(first, then),
-                              on_output=on_output)
-            for first, group in groups.items()))
-        by_name.update((result.node, on_end(result)) for results, _ in steps for result in results)
-        return ([by_name[node.name] for node in nodes],
-                any(interrupted for _, interrupted in steps))
+
+        async def step(first: bytes, group: list[Node]) -> bool:
+            # Each step's nodes are told as soon as it ends, not when the last step does
+            # (one step per distinct opening: a launch, whose every node's differs, hears
+            # each node's end as it happens)
+            results, interrupted = await self.launcher.run(
+                command, group, stdin_stream=spoken(first, then), on_output=on_output)
+            by_name.update((result.node, on_end(result)) for result in results)
+            return interrupted
+
+        interrupted = await asyncio.gather(*(step(first, group)
+                                             for first, group in groups.items()))
+        return [by_name[node.name] for node in nodes], any(interrupted)
 
     async def close(self) -> None:
         await super().close()
