@@ -17,6 +17,7 @@ still alive after --cap seconds is ended by the benchmark and reported as "> CAP
 
 Needs root, OpenSSH and the torch env of tests/torchenv.py.
 Usage: python3 benchmarks/bench_launch.py [--nodes 8] [--faults kill,stop,ctrl-c] [--cap 60]
+       [--workload torch|raw]
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ while True:
 """
 RECIPE = ('[shared]\ndir = "{shared}"\n[env]\nbackend = "venv"\nname = "torch"\n'
           'python = "3.11"\nprefix = "{prefix}"\n[shell.export]\nBENCH_TAG = "{tag}"\n')
+# --workload raw: the gang without torch (`launch --raw`), for many nodes on this machine's
+# memory: each rank a stdlib loop, with no collective between them, so nothing but the
+# launcher ends the other ranks. What it measures is the launcher's own teardown at N nodes.
+RAW_RANK = """\
+import os, time
+print(f"rank {os.environ['NODE_RANK']} started", flush=True)
+while True:
+    time.sleep(0.05)
+"""
 HUNG_AFTER = 5
 
 
@@ -90,8 +100,8 @@ class Launch:
     """One launcher's gang: its processes on the head, the time every rank said its first
     line, and the way to fault it."""
 
-    def __init__(self, sim: SimCluster, kind: str, work: Path) -> None:
-        self.sim, self.kind = sim, kind
+    def __init__(self, sim: SimCluster, kind: str, work: Path, raw: bool = False) -> None:
+        self.sim, self.kind, self.raw = sim, kind, raw
         self.tag = secrets.token_hex(4)
         self.ranks = len(sim.nodes)
         self.first_lines = 0
@@ -104,11 +114,14 @@ class Launch:
             argv, env = clusterprep(
                 "launch", "-n", str(sim.nodes_file), "-F", str(sim.ssh_config), "-r",
                 str(recipe), "--master-port", str(port), "--hung-after", str(HUNG_AFTER),
-                "--grace", "2", "--log-dir", str(work / f"logs-{self.tag}"), "--", "train.py")
+                "--grace", "2", "--log-dir", str(work / f"logs-{self.tag}"),
+                *(["--raw", "--", "python3 -u rank.py"] if raw else ["--", "train.py"]))
             self.processes = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
                                                stderr=subprocess.DEVNULL, text=True)]
         else:  # parallel ssh, one per node, as pdsh or colossalai run's Fabric start them
             self.processes = [subprocess.Popen(sim.ssh_argv(node.name, (
+                f"cd {sim.shared} && BENCH_TAG={self.tag} NODE_RANK={rank} python3 -u rank.py"
+                if raw else
                 f"cd {sim.shared} && BENCH_TAG={self.tag} {TORCH_ENV}/bin/torchrun "
                 f"--nnodes {self.ranks} --node_rank {rank} --master_addr node01 "
                 f"--master_port {port} --nproc_per_node 1 train.py")),
@@ -128,9 +141,10 @@ class Launch:
     def worker_on_last_node(self) -> int:
         """The host pid of the rank on the last node (the torchrun worker: `-u train.py`)."""
         rank = self.ranks - 1
+        script, variable = ("rank.py", "NODE_RANK") if self.raw else ("train.py", "RANK")
         for pid, command in tagged(self.tag).items():
-            if "-u train.py" in command and Path(f"/proc/{pid}/environ").read_bytes().split(
-                    b"\0").count(f"RANK={rank}".encode()):
+            if f"-u {script}" in command and Path(f"/proc/{pid}/environ").read_bytes().split(
+                    b"\0").count(f"{variable}={rank}".encode()):
                 return pid
         raise SystemExit(f"{self.kind}: no rank {rank} found")
 
@@ -153,8 +167,9 @@ class Launch:
             process.wait()
 
 
-def one(sim: SimCluster, kind: str, fault: str, cap: float, work: Path) -> tuple[float, str]:
-    launch = Launch(sim, kind, work)
+def one(sim: SimCluster, kind: str, fault: str, cap: float, work: Path,
+        raw: bool) -> tuple[float, str]:
+    launch = Launch(sim, kind, work, raw)
     try:
         if not launch.all_started.wait(300):
             raise SystemExit(f"{kind}: only {launch.first_lines} of {launch.ranks} ranks "
@@ -173,18 +188,23 @@ def main() -> int:
     parser.add_argument("--faults", default="kill,stop,ctrl-c")
     parser.add_argument("--launchers", default="clusterprep,parallel-ssh")
     parser.add_argument("--cap", type=float, default=60.0)
+    parser.add_argument("--workload", choices=("torch", "raw"), default="torch",
+                        help="torch: torchrun + gloo all_reduce; raw: `launch --raw`, a stdlib "
+                             "loop per node (no torch: many nodes fit in memory)")
     args = parser.parse_args()
+    raw = args.workload == "raw"
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.2f}, {args.nodes} nodes", flush=True)
+          f"load {os.getloadavg()[0]:.2f}, {args.nodes} nodes, {args.workload}", flush=True)
     print("| fault | launcher | start to every rank's first line | fault to nothing left |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="bench-launch-", dir="/tmp") as folder:
         work = Path(folder)
         with SimCluster(work / "cluster", args.nodes) as sim:
             (sim.shared / "train.py").write_text(TRAIN)
+            (sim.shared / "rank.py").write_text(RAW_RANK)
             for fault in args.faults.split(","):
                 for kind in args.launchers.split(","):
-                    start, gone = one(sim, kind, fault, args.cap, work)
+                    start, gone = one(sim, kind, fault, args.cap, work, raw)
                     print(f"| {fault} | {kind} | {start:.1f} s | {gone} |", flush=True)
     return 0
 
