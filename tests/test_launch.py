@@ -11,6 +11,7 @@ GPU can be reached from here: `--nproc-per-node auto` counts none, so one rank p
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import time
@@ -188,15 +189,21 @@ def test_ctrl_c_on_the_head_ends_the_run_on_every_node(make_cluster, cli, torch_
     assert left_running(sim) == {}
 
 
-def test_a_node_unreachable_at_the_start_starts_nothing_and_is_named(make_cluster, cli):
+def test_a_node_unreachable_at_the_start_starts_nothing_and_the_relaunch_printed_runs(
+        make_cluster, cli):
     sim = make_cluster(3)
     sim.node("node03").stop()
-    done = cli(*launch_args(sim, "--raw", "--", "sleep 60"))
+    done = cli(*launch_args(sim, "--raw", "--", "echo ran as $NODE_RANK of $NNODES"))
     assert done.exit_code == 1
     assert "node03: could not be reached: nothing was started" in done.stdout
-    relaunch = next(line for line in done.stdout.splitlines() if "launch without them" in line)
-    assert "clusterprep launch --exclude node03 " in relaunch
-    assert relaunch.endswith(f"-F {sim.ssh_config} -- 'sleep 60'")
+    assert "| ran as" not in done.stdout
+    printed = next(line for line in done.stdout.splitlines() if "relaunch without it" in line)
+    relaunch = shlex.split(printed[printed.index("clusterprep launch "):])
+    assert relaunch[:4] == ["clusterprep", "launch", "--raw", "--master-port"]
+    assert relaunch[relaunch.index("--exclude") + 1] == "node03"
+    again = cli(*relaunch[1:])  # as printed: the same raw command, on the nodes left
+    assert again.exit_code == 0, again.stdout + again.stderr
+    assert "node01 | ran as 0 of 2" in again.stdout and "node02 | ran as 1 of 2" in again.stdout
     assert left_running(sim) == {}
 
 

@@ -13,10 +13,9 @@ from clusterprep.errors import UsageError
 from clusterprep.inventory import Inventory, parse_hostlist
 from clusterprep.launch.logs import write_summary
 from clusterprep.launch.model import LaunchReport
-from clusterprep.launch.runner import AUTO, LaunchOptions, launch
+from clusterprep.launch.runner import AUTO, GRACE, MASTER_PORT, LaunchOptions, launch
 from clusterprep.recipe import load_recipe
 
-DEFAULT_GRACE = 5.0
 
 
 def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
@@ -37,11 +36,11 @@ def add_parser(commands: Any, options: argparse.ArgumentParser) -> None:
     group.add_argument("--nproc-per-node", type=nproc, default=AUTO, metavar="N|auto",
                        help="ranks per node (default auto: the node's GPU count, 1 without "
                             "GPUs)")
-    group.add_argument("--master-port", type=port, default=29500, metavar="PORT",
-                       help="the rendezvous port on the head (default 29500)")
-    group.add_argument("--grace", type=common.positive_float, default=DEFAULT_GRACE,
+    group.add_argument("--master-port", type=port, default=MASTER_PORT, metavar="PORT",
+                       help=f"the rendezvous port on the head (default {MASTER_PORT})")
+    group.add_argument("--grace", type=common.positive_float, default=GRACE,
                        metavar="S", help="seconds between SIGTERM and SIGKILL when the run is "
-                                         f"ended (default {DEFAULT_GRACE:g})")
+                                         f"ended (default {GRACE:g})")
     group.add_argument("--log-dir", metavar="DIR", default=None,
                        help="where every node's output and the summary go (default: a new "
                             "folder under ./launches/)")

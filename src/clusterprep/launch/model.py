@@ -47,6 +47,8 @@ class LaunchReport:
     master: str = ""
     port: int = 0
     argv: tuple[str, ...] = ()  # what was launched: SCRIPT ARGS (--raw: the command)
+    again: tuple[str, ...] = ()  # the launch options a relaunch repeats (--raw, ...)
+    excluded: tuple[str, ...] = ()  # the nodes this launch left out (--exclude)
     commands: dict[str, str] = field(default_factory=dict)
     log_dir: str | None = None
     endings: list[Ending] = field(default_factory=list)  # first failure first

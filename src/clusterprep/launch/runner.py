@@ -17,6 +17,8 @@ from clusterprep.launch.preflight import preflight
 from clusterprep.smoke.names import host_name
 
 AUTO = None  # --nproc-per-node auto: the node's GPU count, 1 on a node without GPUs
+MASTER_PORT = 29500  # torchrun's and colossalai run's default
+GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,25 @@ class LaunchOptions:
     exports: dict[str, str]
     raw: bool = False
     nproc: int | None = AUTO
-    master_port: int = 29500
-    grace: float = 5.0
+    master_port: int = MASTER_PORT
+    grace: float = GRACE
     log_dir: Path | None = None
     exclude: frozenset[str] = frozenset()
     kill_stale: bool = False
     dry_run: bool = False
+
+
+def again(options: LaunchOptions) -> tuple[str, ...]:
+    """The options that make a relaunch run what this one ran (what it acts on, --python
+    included, suggest adds; --exclude the report keeps apart, to add to)."""
+    words: list[str] = ["--raw"] if options.raw else []
+    if options.nproc is not AUTO:
+        words += ["--nproc-per-node", str(options.nproc)]
+    if options.master_port != MASTER_PORT:
+        words += ["--master-port", str(options.master_port)]
+    if options.grace != GRACE:
+        words += ["--grace", f"{options.grace:g}"]
+    return tuple(words)
 
 
 async def launch(fleet: Fleet, options: LaunchOptions,
@@ -45,6 +60,7 @@ async def launch(fleet: Fleet, options: LaunchOptions,
     run = secrets.token_hex(6)
     report = LaunchReport(run, [node.name for node in nodes], master=host_name(nodes[0]),
                           port=options.master_port, argv=options.argv,
+                          again=again(options), excluded=tuple(sorted(options.exclude)),
                           dry_run=options.dry_run)
     started = time.monotonic()
     found = await preflight(fleet, nodes, options.master_port,

@@ -80,9 +80,21 @@ def _process(process: Process) -> str:
     return f"pid {process.pid} ({process.command[:120]}, {process.state}){why}"
 
 
-def relaunch(report: LaunchReport, *words: str) -> str:
-    """The launch again, with `words` added, quoted to paste."""
-    return suggest.command("launch", *words) + " -- " + shlex.join(report.argv)
+def relaunch(report: LaunchReport, *words: str, without: tuple[str, ...] = ()) -> str:
+    """The launch again as it ran, with `words` added and the nodes `without` left out too,
+    quoted to paste."""
+    excluded = sorted({*report.excluded, *without})
+    exclude = ("--exclude", fold(excluded)) if excluded else ()
+    return (suggest.command("launch", *report.again, *exclude, *words) + " -- "
+            + shlex.join(report.argv))
+
+
+def _without(report: LaunchReport, nodes: list[str], when: str = "") -> str:
+    """What to do about nodes that failed: relaunch without them, while some node is left."""
+    if set(report.nodes) <= set(nodes):
+        return f"launch again{when}: " + relaunch(report)
+    them = "it" if len(nodes) == 1 else "them"
+    return f"relaunch without {them}{when}: " + relaunch(report, without=tuple(nodes))
 
 
 def report_text(report: LaunchReport) -> None:
@@ -105,10 +117,8 @@ def report_text(report: LaunchReport) -> None:
     for ending in unstarted:
         node_problem(console, ending.node, how(ending))
     if unstarted:
-        console.print("Nothing was started on any node. Bring them back, or launch without "
-                      "them: " + escape(relaunch(report, "--exclude",
-                                                  ",".join(e.node for e in unstarted))),
-                      soft_wrap=True)
+        console.print("Nothing was started on any node. Bring them back, or "
+                      + escape(_without(report, [e.node for e in unstarted])), soft_wrap=True)
     first = report.first_failure
     if first is not None and first.how != UNSTARTED:
         console.print(f"[red]{escape(_who(first))} failed first[/]: " + escape(how(first)),
@@ -120,8 +130,8 @@ def report_text(report: LaunchReport) -> None:
             console.print("then, as its consequences:")
         for ending in others:
             console.print(f"  {escape(_who(ending))}: " + escape(how(ending)), soft_wrap=True)
-        console.print("Relaunch without it, once it is looked at: "
-                      + escape(relaunch(report, "--exclude", first.node)), soft_wrap=True)
+        said = _without(report, [first.node], ", once it is looked at")
+        console.print(escape(said[0].upper() + said[1:]), soft_wrap=True)
     _teardown(console, report)
     if report.interrupted:
         console.print("[yellow]launch interrupted[/]: the run was ended on every node")
