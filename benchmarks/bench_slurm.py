@@ -40,7 +40,7 @@ from slurmcluster import SlurmCluster
 
 from clusterprep.fleet import Fleet
 from clusterprep.fleet.choose import backend_for
-from clusterprep.fleet.slurm import SlurmOptions
+from clusterprep.fleet.options import SlurmOptions
 from clusterprep.inventory import parse_nodes_file
 
 # Median wall s, head CPU s, slurmctld CPU s, node CPU s per node (None: no cpuacct cgroup).

@@ -253,7 +253,7 @@ def node_processes(sim: cluster.SimCluster, pattern: str) -> dict[str, list[str]
 def test_a_step_past_its_timeout_is_cancelled_and_leaves_no_process_on_any_node(
         cli, cluster4):
     slurm, job = slurm_of(cluster4)
-    result = cli("run", "-n", str(cluster4.nodes_file), "--timeout", "2", "--json",
+    result = cli("run", "-n", str(cluster4.nodes_file), "--timeout", "6", "--json",
                  "echo started; sleep 31 & sleep 32; echo never")
     assert result.exit_code == 1
     for entry in result.json()["nodes"]:

@@ -15,7 +15,7 @@ from clusterprep.errors import UsageError
 from clusterprep.fleet import HOST_KEY_POLICIES, Fleet, SshOptions
 from clusterprep.fleet.choose import backend_for
 from clusterprep.fleet.gather import fold
-from clusterprep.fleet.slurm import SlurmOptions
+from clusterprep.fleet.options import SlurmOptions
 from clusterprep.fleet.options import HUNG_AFTER
 from clusterprep.fleet.slurm_inventory import load_slurm_inventory
 from clusterprep.inventory import Inventory, load_inventory

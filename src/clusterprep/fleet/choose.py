@@ -6,14 +6,10 @@ reached, and a Slurm run never pays for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from clusterprep.fleet.backend import Backend
-from clusterprep.fleet.options import SshOptions
+from clusterprep.fleet.options import SlurmOptions, SshOptions
 from clusterprep.inventory import Inventory
-
-if TYPE_CHECKING:
-    from clusterprep.fleet.slurm import SlurmOptions
 
 
 def backend_for(inventory: Inventory, ssh: SshOptions | None = None,

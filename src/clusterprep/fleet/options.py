@@ -1,4 +1,5 @@
-"""The command-line options that shape how nodes are reached, free of any backend's imports."""
+"""The command-line options that shape how nodes are reached (SSH's, Slurm's), free of any
+backend's imports."""
 
 from __future__ import annotations
 
@@ -26,3 +27,12 @@ class SshOptions:
     host_keys: str | None = None  # strict | accept-new | off; None: what the ssh config says
     fanout: int = 64
     hung_after: float = HUNG_AFTER
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Where the nodes are: a job (allocation) id, or None to allocate them for this run."""
+
+    job: str | None = None
+    allocate_wait: float = 10.0  # seconds salloc may wait for free nodes
+    hung_after: float = HUNG_AFTER  # seconds a started task may send nothing before it is cut
